@@ -1,0 +1,109 @@
+"""The ISA-independent vocabulary every ISA package speaks.
+
+The probe engine handles one probed instruction in one of three ways, decided once, at
+registration, by the ISA's ``decode`` module:
+
+- ``REJECT``: the instruction cannot be probed safely; the reason code says why.
+- ``SIMULATE``: the trap handler computes the instruction's effect itself (branches, calls,
+  returns, PC-relative address computation and literal loads).  No slot is used.
+- ``STEP_OUT_OF_LINE``: the instruction, relocated if it has a PC-relative operand, runs in
+  an executable slot followed by an end-of-step breakpoint; the trap at that breakpoint
+  returns to the instruction after the probe.
+
+Simulation rules read and write architectural state only through :class:`SimState`, so the
+same rule runs on a concrete trap frame and, in the proofs, on Z3 terms.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kprobe_ref.bits import BV
+
+__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict"]
+
+
+class Verdict(enum.Enum):
+    """How a probed instruction is handled."""
+
+    REJECT = "reject"
+    SIMULATE = "simulate"
+    STEP_OUT_OF_LINE = "step"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded instruction and its verdict.
+
+    ``klass`` names the decode-table row (the instruction class); ``reason`` is the row's
+    stable reason code; ``fields`` holds the encoding fields the rule needs (immediates as
+    raw unsigned field values, register numbers), never absolute addresses.
+    """
+
+    address: int
+    raw: bytes
+    verdict: Verdict
+    klass: str
+    reason: str
+    text: str
+    fields: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        """The instruction's length in bytes."""
+        return len(self.raw)
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """The contents of one out-of-line slot and how to leave it.
+
+    ``code`` is written at the slot address; the end-of-step breakpoint sits at
+    ``break_offset``.  ``resume_delta`` is added to the probe address to find where execution
+    continues after the step.  ``scratch`` names a register the slot borrows (x86 far user
+    slots); its probed-time value is saved before the step and restored after.
+    ``scratch_value`` is the value the register must hold while the slot runs.
+    """
+
+    code: bytes
+    break_offset: int
+    resume_delta: int
+    rule: str
+    scratch: str | None = None
+    scratch_value: int = 0
+
+
+class SimState(Protocol):
+    """Architectural state as a simulation rule sees it.
+
+    ``address`` is the probed instruction's own address (not the trap PC).  Registers are
+    named as in the ISA's ``regs`` module; memory is little-endian.
+    """
+
+    @property
+    def address(self) -> BV:
+        """The address of the instruction being simulated."""
+
+    def reg(self, name: str) -> BV:
+        """Read a 64-bit register (the zero register reads 0)."""
+
+    def set_reg(self, name: str, value: BV) -> None:
+        """Write a 64-bit register (writes to the zero register are dropped)."""
+
+    def set_pc(self, value: BV) -> None:
+        """Set where execution continues."""
+
+    def load(self, addr: BV, size: int) -> BV:
+        """Read ``size`` bytes of memory as an unsigned little-endian value."""
+
+    def store(self, addr: BV, size: int, value: BV) -> None:
+        """Write the low ``size`` bytes of ``value`` to memory, little-endian."""
+
+    def extra(self, name: str) -> BV:
+        """Read state outside ``pt_regs`` (FP/SIMD registers, FP condition flags)."""
+
+    def set_extra(self, name: str, value: BV) -> None:
+        """Write state outside ``pt_regs``."""

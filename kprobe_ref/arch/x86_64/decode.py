@@ -1,0 +1,194 @@
+"""x86_64 decode table: the verdict for each instruction class.
+
+Mirrors Linux ``arch/x86/kernel/kprobes/core.c`` (``can_probe``, ``prepare_emulation``,
+``__copy_instruction``) and goes further: memory-indirect ``call``/``jmp`` (jump tables) are
+simulated rather than refused.  Rows are written as the Intel SDM's opcode maps (appendix A)
+give them: an opcode map, the opcode byte as a bit pattern (letters are fields: ``c`` the
+condition code) and, where the map uses ModRM.reg as an opcode extension, the ModRM byte as
+a bit pattern (``mm`` mod, ``rrr`` rm).  Rows are pairwise disjoint (a proof checks it), so
+their order does not matter.  An instruction no row matches is stepped out of line, with its
+RIP-relative displacement rewritten when it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from kprobe_ref.arch.base import Decoded, Verdict
+from kprobe_ref.arch.x86_64 import encoding
+from kprobe_ref.arch.x86_64.encoding import (
+    MAP_0F,
+    MAP_1BYTE,
+    Insn,
+)
+
+__all__ = ["ROWS", "Row", "decode", "lookup"]
+
+SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
+
+
+def _compile(pattern: str) -> tuple[int, int]:
+    bits = pattern.replace(" ", "")
+    if len(bits) != 8:
+        raise ValueError(f"pattern {pattern!r} is not 8 bits")
+    mask = int("".join("1" if b in "01" else "0" for b in bits), 2)
+    match = int("".join("1" if b == "1" else "0" for b in bits), 2)
+    return mask, match
+
+
+@dataclass(frozen=True)
+class Row:
+    """One class of the table: opcode map, opcode pattern, optional ModRM pattern."""
+
+    klass: str
+    opmap: str
+    opcode: str
+    verdict: Verdict
+    reason: str
+    modrm: str | None = None
+    forbid: tuple[tuple[int, str], ...] = ()
+    """Prefixes that turn the row into a rejection: (prefix byte, reason code)."""
+    note: str = ""
+
+    @cached_property
+    def opcode_mask_match(self) -> tuple[int, int]:
+        return _compile(self.opcode)
+
+    @cached_property
+    def modrm_mask_match(self) -> tuple[int, int]:
+        return _compile(self.modrm) if self.modrm is not None else (0, 0)
+
+    def matches(self, insn: Insn) -> bool:
+        """Tell whether the instruction belongs to this row's class."""
+        mask, match = self.opcode_mask_match
+        if insn.opmap != self.opmap or insn.opcode & mask != match:
+            return False
+        mmask, mmatch = self.modrm_mask_match
+        return self.modrm is None or (insn.modrm is not None and insn.modrm & mmask == mmatch)
+
+
+_NEAR = ((0x66, "operand-size-branch"),)
+_COUNTED = ((0x66, "operand-size-branch"), (0x67, "address-size-branch"))
+_INDIRECT_MEM = (
+    (0x66, "operand-size-branch"),
+    (0x67, "address-size-branch"),
+    (0x64, "segment-relative-target"),
+    (0x65, "segment-relative-target"),
+)
+
+
+def _mem_rows(klass: str, reg: str, reason: str, note: str) -> tuple[Row, ...]:
+    """The three memory forms (mod 00, 01, 10) of an ``FF /reg`` branch."""
+    return tuple(
+        Row(klass, MAP_1BYTE, "1111 1111", SIM, reason, f"{mod} {reg} xxx", _INDIRECT_MEM, note)
+        for mod in ("00", "01", "10")
+    )
+
+
+ROWS: tuple[Row, ...] = (
+    # -- simulated: control transfers -------------------------------------------------------
+    Row("jcc_rel8", MAP_1BYTE, "0111 cccc", SIM, "branch-relative", None, _NEAR, "Jcc rel8"),
+    Row("jcc_rel32", MAP_0F, "1000 cccc", SIM, "branch-relative", None, _NEAR, "Jcc rel32"),
+    Row("jmp_rel8", MAP_1BYTE, "1110 1011", SIM, "branch-relative", None, _NEAR, "JMP rel8"),
+    Row("jmp_rel32", MAP_1BYTE, "1110 1001", SIM, "branch-relative", None, _NEAR, "JMP rel32"),
+    Row("call_rel32", MAP_1BYTE, "1110 1000", SIM, "call-relative", None, _NEAR, "CALL rel32"),
+    Row("ret", MAP_1BYTE, "1100 0011", SIM, "return", None, _NEAR, "RET"),
+    Row("ret_imm16", MAP_1BYTE, "1100 0010", SIM, "return", None, _NEAR, "RET imm16"),
+    Row("loopne", MAP_1BYTE, "1110 0000", SIM, "branch-counted", None, _COUNTED, "LOOPNE rel8"),
+    Row("loope", MAP_1BYTE, "1110 0001", SIM, "branch-counted", None, _COUNTED, "LOOPE rel8"),
+    Row("loop", MAP_1BYTE, "1110 0010", SIM, "branch-counted", None, _COUNTED, "LOOP rel8"),
+    Row("jrcxz", MAP_1BYTE, "1110 0011", SIM, "branch-counted", None, _COUNTED, "JRCXZ rel8"),
+    Row("call_ind_reg", MAP_1BYTE, "1111 1111", SIM, "call-indirect", "11 010 xxx", _NEAR,
+        "CALL r64 (FF /2)"),
+    *_mem_rows("call_ind_mem", "010", "call-indirect", "CALL m64 (FF /2); Linux refuses it"),
+    Row("jmp_ind_reg", MAP_1BYTE, "1111 1111", SIM, "branch-indirect", "11 100 xxx", _NEAR,
+        "JMP r64 (FF /4)"),
+    *_mem_rows("jmp_ind_mem", "100", "branch-indirect", "JMP m64 (FF /4); Linux refuses it"),
+    # -- rejected ----------------------------------------------------------------------------
+    Row("int3", MAP_1BYTE, "1100 1100", REJ, "exception-generating", note="INT3"),
+    Row("int_n", MAP_1BYTE, "1100 1101", REJ, "exception-generating", note="INT imm8"),
+    Row("into", MAP_1BYTE, "1100 1110", REJ, "exception-generating", note="INTO"),
+    Row("int1", MAP_1BYTE, "1111 0001", REJ, "exception-generating", note="INT1 / ICEBP"),
+    Row("ud0", MAP_0F, "1111 1111", REJ, "exception-generating", note="UD0"),
+    Row("ud1", MAP_0F, "1011 1001", REJ, "exception-generating", note="UD1"),
+    Row("ud2", MAP_0F, "0000 1011", REJ, "exception-generating", note="UD2"),
+    Row("iret", MAP_1BYTE, "1100 1111", REJ, "privilege-change", note="IRET/IRETQ"),
+    Row("syscall", MAP_0F, "0000 0101", REJ, "privilege-change", note="SYSCALL"),
+    Row("sysret", MAP_0F, "0000 0111", REJ, "privilege-change", note="SYSRET"),
+    Row("sysenter", MAP_0F, "0011 0100", REJ, "privilege-change", note="SYSENTER"),
+    Row("sysexit", MAP_0F, "0011 0101", REJ, "privilege-change", note="SYSEXIT"),
+    Row("rsm", MAP_0F, "1010 1010", REJ, "privilege-change", note="RSM"),
+    Row("retf", MAP_1BYTE, "1100 101x", REJ, "far-transfer", note="RETF, RETF imm16"),
+    Row("call_far", MAP_1BYTE, "1001 1010", REJ, "far-transfer", note="CALL ptr16:32"),
+    Row("jmp_far", MAP_1BYTE, "1110 1010", REJ, "far-transfer", note="JMP ptr16:32"),
+    Row("call_far_ind", MAP_1BYTE, "1111 1111", REJ, "far-transfer", "xx 011 xxx",
+        note="CALL m16:64 (FF /3)"),
+    Row("jmp_far_ind", MAP_1BYTE, "1111 1111", REJ, "far-transfer", "xx 101 xxx",
+        note="JMP m16:64 (FF /5)"),
+    Row("mov_ss", MAP_1BYTE, "1000 1110", REJ, "interrupt-shadow", "xx 010 xxx",
+        note="MOV SS, r/m16"),
+    Row("pop_ss", MAP_1BYTE, "0001 0111", REJ, "interrupt-shadow", note="POP SS"),
+    Row("hlt", MAP_1BYTE, "1111 0100", REJ, "halts", note="HLT"),
+    Row("xabort", MAP_1BYTE, "1100 0110", REJ, "transactional", "1111 1000", note="XABORT"),
+    Row("xbegin", MAP_1BYTE, "1100 0111", REJ, "transactional", "1111 1000", note="XBEGIN"),
+    Row("xend", MAP_0F, "0000 0001", REJ, "transactional", "1101 0101", note="XEND"),
+)  # fmt: skip
+"""The table.  Classes not listed are stepped out of line."""
+
+
+def lookup(insn: Insn) -> Row | None:
+    """Return the row whose class the instruction belongs to, if any."""
+    for row in ROWS:
+        if row.matches(insn):
+            return row
+    return None
+
+
+def _fields(insn: Insn, row: Row | None) -> dict[str, int]:
+    f: dict[str, int] = {"len": insn.length}
+    if row is not None and "c" in row.opcode:
+        f["cc"] = insn.opcode & 0xF
+    if row is not None and row.klass in ("jcc_rel8", "jmp_rel8", "loop", "loope", "loopne",
+                                         "jrcxz"):
+        f["disp"], f["dsize"] = insn.raw[-1], 8
+    elif row is not None and row.klass in ("jcc_rel32", "jmp_rel32", "call_rel32"):
+        f["disp"], f["dsize"] = int.from_bytes(insn.raw[-4:], "little"), 32
+    elif row is not None and row.klass == "ret_imm16":
+        f["imm"] = int.from_bytes(insn.raw[-2:], "little")
+    if insn.reg_operand is not None and row is not None and row.klass.endswith("_reg"):
+        f["reg"] = insn.reg_operand
+    if insn.mem is not None:
+        f.update(base=insn.mem.base, index=insn.mem.index, scale=insn.mem.scale,
+                 mdisp=insn.mem.disp)
+    if insn.disp_offset is not None:
+        f["disp_offset"] = insn.disp_offset
+    return f
+
+
+def _verdict(insn: Insn, row: Row | None) -> tuple[Verdict, str, str]:
+    if row is None:
+        if insn.disp_offset is not None:
+            return Verdict.STEP_OUT_OF_LINE, "rip_relative", "rip-relative-operand"
+        return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
+    for prefix, reason in row.forbid:
+        if prefix in insn.prefixes:
+            return REJ, row.klass, reason
+    return row.verdict, row.klass, row.reason
+
+
+def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
+    """Decode the instruction at the start of ``code`` (located at ``addr``) and give its
+    verdict, class, reason code and fields."""
+    try:
+        insn = encoding.parse(code, addr)
+    except ValueError:
+        insn = None
+    if insn is None:
+        raw = code[:1]
+        return Decoded(addr, raw, REJ, "undecodable", "undecodable", f".byte {raw.hex()}")
+    row = lookup(insn)
+    verdict, klass, reason = _verdict(insn, row)
+    if verdict is Verdict.SIMULATE and klass.endswith("_reg") and insn.reg_operand in (None, -1):
+        verdict, reason = REJ, "undecodable"
+    return Decoded(addr, insn.raw, verdict, klass, reason, insn.text, _fields(insn, row))

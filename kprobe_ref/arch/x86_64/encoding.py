@@ -1,0 +1,215 @@
+"""x86_64 instruction structure: prefixes, opcode maps, ModRM, operands, and encoders.
+
+Written from the Intel SDM Vol. 2, chapter 2 (instruction format) and appendix A (opcode
+maps).  Lengths, operand decoding and the position of the displacement come from capstone;
+this module parses the prefix and opcode bytes itself, so that decode rows can be keyed by
+(opcode map, opcode byte, ModRM.reg) exactly as the SDM's tables are, and it cross-checks
+capstone's displacement against the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import capstone
+from capstone import x86 as csx86
+
+from kprobe_ref.arch.x86_64.regs import GPR_BY_NUMBER
+
+__all__ = [
+    "BASE_NONE",
+    "BASE_RIP",
+    "INT3",
+    "LEGACY_PREFIXES",
+    "MAP_0F",
+    "MAP_0F3A",
+    "MAP_0F38",
+    "MAP_1BYTE",
+    "MAP_VEX",
+    "Insn",
+    "MemOperand",
+    "encode_call_rel32",
+    "encode_jcc_rel32",
+    "encode_jmp_rel32",
+    "parse",
+]
+
+LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+MAP_1BYTE, MAP_0F, MAP_0F38, MAP_0F3A, MAP_VEX = "1byte", "0f", "0f38", "0f3a", "vex"
+BASE_RIP = 16
+"""Memory-operand base number meaning RIP-relative."""
+BASE_NONE = 17
+"""Memory-operand base or index number meaning absent."""
+INT3 = b"\xcc"
+
+
+@dataclass(frozen=True)
+class MemOperand:
+    """An explicit memory operand: ``seg:[base + index*scale + disp]``."""
+
+    base: int
+    index: int
+    scale: int
+    disp: int
+    """The displacement as an unsigned 32-bit field value (sign-extended when used)."""
+    segment: str | None
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One x86_64 instruction's structure."""
+
+    raw: bytes
+    text: str
+    prefixes: frozenset[int]
+    rex: int
+    opmap: str
+    opcode: int
+    modrm: int | None
+    """The byte after the opcode: the ModRM byte for opcodes that have one."""
+    mem: MemOperand | None
+    disp_offset: int | None
+    """Byte offset of a RIP-relative disp32, or ``None`` when the operand is not RIP-relative."""
+    imm_offset: int
+    reg_operand: int | None
+    """Register number of a sole register operand (``call rax``), else ``None``."""
+
+    @property
+    def length(self) -> int:
+        return len(self.raw)
+
+    @property
+    def modrm_reg(self) -> int | None:
+        return None if self.modrm is None else (self.modrm >> 3) & 7
+
+    @property
+    def modrm_mod(self) -> int | None:
+        return None if self.modrm is None else self.modrm >> 6
+
+
+@lru_cache(maxsize=1)
+def _capstone() -> capstone.Cs:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    return md
+
+
+def _reg_number(cs_reg: int) -> int:
+    if cs_reg == 0:
+        return BASE_NONE
+    if cs_reg == csx86.X86_REG_RIP:
+        return BASE_RIP
+    name = _capstone().reg_name(cs_reg)
+    if name in GPR_BY_NUMBER:
+        return GPR_BY_NUMBER.index(name)
+    return -1  # a register the rules do not use as an address (a 32-bit one, say)
+
+
+def _opcode_position(code: bytes) -> tuple[frozenset[int], int, str, int]:
+    """Skip prefixes; return (legacy prefixes, REX, opcode map, offset of the opcode byte)."""
+    i, prefixes, rex = 0, set(), 0
+    while i < len(code) and code[i] in LEGACY_PREFIXES:
+        prefixes.add(code[i])
+        i += 1
+    if i < len(code) and 0x40 <= code[i] <= 0x4F:
+        rex = code[i]
+        i += 1
+    lead = code[i] if i < len(code) else -1
+    nxt = code[i + 1] if i + 1 < len(code) else 0
+    if lead == 0xC5:
+        return frozenset(prefixes), rex, MAP_VEX, i + 2
+    if lead == 0xC4 or (lead == 0x8F and nxt & 0x1F >= 8):
+        return frozenset(prefixes), rex, MAP_VEX, i + 3
+    if lead == 0x62:
+        return frozenset(prefixes), rex, MAP_VEX, i + 4
+    if lead == 0x0F and nxt in (0x38, 0x3A):
+        return frozenset(prefixes), rex, MAP_0F38 if nxt == 0x38 else MAP_0F3A, i + 2
+    if lead == 0x0F:
+        return frozenset(prefixes), rex, MAP_0F, i + 1
+    return frozenset(prefixes), rex, MAP_1BYTE, i
+
+
+def _mem_operand(ins: capstone.CsInsn) -> MemOperand | None:
+    for op in ins.operands:
+        if op.type == csx86.X86_OP_MEM:
+            seg = _capstone().reg_name(op.mem.segment) if op.mem.segment else None
+            return MemOperand(
+                base=_reg_number(op.mem.base),
+                index=_reg_number(op.mem.index),
+                scale=op.mem.scale,
+                disp=op.mem.disp & 0xFFFF_FFFF,
+                segment=seg,
+            )
+    return None
+
+
+def _sole_register(ins: capstone.CsInsn) -> int | None:
+    ops = list(ins.operands)
+    if len(ops) == 1 and ops[0].type == csx86.X86_OP_REG:
+        return _reg_number(ops[0].reg)
+    return None
+
+
+def _rip_disp_offset(ins: capstone.CsInsn, raw: bytes, mem: MemOperand | None) -> int | None:
+    """Locate a RIP-relative disp32 and check that the bytes there hold capstone's value."""
+    if mem is None or mem.base != BASE_RIP:
+        return None
+    off = int(ins.disp_offset)
+    field = int.from_bytes(raw[off : off + 4], "little")
+    if off <= 0 or off + 4 > len(raw) or field != mem.disp:
+        raise ValueError(f"capstone's displacement for {raw.hex()} is not at offset {off}")
+    return off
+
+
+def parse(code: bytes, addr: int) -> Insn | None:
+    """Decode the instruction at the start of ``code``; ``None`` if it is not valid x86_64."""
+    ins = next(_capstone().disasm(code[:15], addr, count=1), None)
+    if ins is None:
+        return None
+    raw = bytes(ins.bytes)
+    prefixes, rex, opmap, at = _opcode_position(raw)
+    opcode = raw[at] if at < len(raw) else 0
+    modrm = raw[at + 1] if at + 1 < len(raw) else None
+    mem = _mem_operand(ins)
+    return Insn(
+        raw=raw,
+        text=f"{ins.mnemonic} {ins.op_str}".strip(),
+        prefixes=prefixes,
+        rex=rex,
+        opmap=opmap,
+        opcode=opcode,
+        modrm=modrm,
+        mem=mem,
+        disp_offset=_rip_disp_offset(ins, raw, mem),
+        imm_offset=int(ins.imm_offset),
+        reg_operand=_sole_register(ins),
+    )
+
+
+def length(code: bytes, addr: int) -> int:
+    """Length of the instruction at the start of ``code``; 0 if undecodable."""
+    ins = next(_capstone().disasm_lite(code[:15], addr, count=1), None)
+    return 0 if ins is None else int(ins[1])
+
+
+def _rel32(target: int, next_ip: int) -> bytes:
+    disp = target - next_ip
+    if not -(1 << 31) <= disp < (1 << 31):
+        raise ValueError(f"target {target:#x} out of rel32 reach of {next_ip:#x}")
+    return (disp & 0xFFFF_FFFF).to_bytes(4, "little")
+
+
+def encode_jmp_rel32(at: int, target: int) -> bytes:
+    """``jmp rel32`` placed at ``at`` jumping to ``target`` (E9 cd)."""
+    return b"\xe9" + _rel32(target, at + 5)
+
+
+def encode_call_rel32(at: int, target: int) -> bytes:
+    """``call rel32`` placed at ``at`` calling ``target`` (E8 cd)."""
+    return b"\xe8" + _rel32(target, at + 5)
+
+
+def encode_jcc_rel32(cc: int, at: int, target: int) -> bytes:
+    """``jcc rel32`` with condition ``cc`` (0..15) at ``at`` (0F 80+cc cd)."""
+    return bytes((0x0F, 0x80 | cc)) + _rel32(target, at + 6)

@@ -1,0 +1,89 @@
+"""What the embedding kernel must provide: :class:`KprobeAuxiliaryOps`.
+
+The probe engine never touches memory, page tables or tasks itself.  Everything it needs
+from its host goes through this protocol, so porting kprobe-ref to a kernel means
+implementing these methods (``docs/porting.md`` maps each one to the usual kernel
+facility).  The seed crate's trait has the same role; its names are kept where it has them
+(``set_writeable_for_address``, ``alloc_kernel_exec_memory``, ``free_kernel_exec_memory``,
+``alloc_user_exec_memory``, ``free_user_exec_memory``,
+``insert_kretprobe_instance_to_task``, ``pop_kretprobe_instance_from_task``), and its
+``copy_memory`` is split into :meth:`read_memory` and :meth:`write_memory`.
+
+``pid`` is ``None`` for kernel memory and a process id for user memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kprobe_ref.kretprobe import RetprobeInstance
+
+__all__ = ["KprobeAuxiliaryOps"]
+
+
+class KprobeAuxiliaryOps(Protocol):
+    """The host services the probe engine relies on."""
+
+    def read_memory(self, addr: int, size: int, pid: int | None) -> bytes:
+        """Copy ``size`` bytes out of kernel or process memory.
+
+        Raises :class:`~kprobe_ref.errors.InvalidAddress` if any byte is unmapped."""
+
+    def write_memory(self, addr: int, data: bytes, pid: int | None) -> None:
+        """Copy ``data`` into kernel or process memory and make the CPU see it (discard
+        cached translations, flush the instruction cache).  Writing to a page that is not
+        writable fails unless inside :meth:`set_writeable_for_address`."""
+
+    def set_writeable_for_address(
+        self, addr: int, size: int, pid: int | None, action: Callable[[], None]
+    ) -> None:
+        """Make ``[addr, addr+size)`` writable, run ``action``, restore the permissions."""
+
+    def is_executable(self, addr: int, size: int, pid: int | None) -> bool:
+        """Tell whether every byte of the range is mapped and executable."""
+
+    def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
+        """Return why ``addr`` must never be probed (the machinery's own code: slots,
+        trampolines, trap paths), or ``None`` when it may be."""
+
+    def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
+        """Return ``(start, size)`` of the known function containing ``addr`` (kallsyms, or
+        the process image's symbol table), or ``None``."""
+
+    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
+        """Allocate ``size`` bytes of kernel executable memory within reach of ``near``
+        (the ISA's PC-relative range) and return its address."""
+
+    def free_kernel_exec_memory(self, addr: int) -> None:
+        """Free memory from :meth:`alloc_kernel_exec_memory`."""
+
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
+        """Allocate ``size`` bytes of executable memory in process ``pid`` (its
+        out-of-line slot area) and return its address; the area need not be near."""
+
+    def free_user_exec_memory(self, pid: int, addr: int) -> None:
+        """Free memory from :meth:`alloc_user_exec_memory`."""
+
+    def read_extra_register(self, name: str) -> int:
+        """Read CPU state outside ``pt_regs`` (an FP/SIMD register, an FP condition flag)
+        of the interrupted context, by architectural name."""
+
+    def write_extra_register(self, name: str, value: int) -> None:
+        """Write CPU state outside ``pt_regs`` of the interrupted context."""
+
+    def current_cpu(self) -> int:
+        """Return the id of the CPU executing the trap being handled."""
+
+    def current_task(self) -> int:
+        """Return the id of the task (thread) executing on the current CPU."""
+
+    def insert_kretprobe_instance_to_task(self, instance: RetprobeInstance) -> None:
+        """Push a return-probe instance on the current task's instance stack."""
+
+    def pop_kretprobe_instance_from_task(self) -> RetprobeInstance | None:
+        """Pop the current task's most recent return-probe instance (``None`` if empty)."""
+
+    def task_kretprobe_instances(self) -> list[RetprobeInstance]:
+        """Return the current task's instance stack, oldest first (read-only view)."""

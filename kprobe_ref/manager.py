@@ -1,0 +1,496 @@
+"""The probe manager: registration, the trap entry points, and per-CPU probe state.
+
+Mirrors Linux ``kernel/kprobes.c`` and ``arch/*/kernel/probes/kprobes.c``
+(``kprobe_handler``, ``post_kprobe_handler``, ``kprobe_fault_handler``), and the seed
+crate's ``ProbeManager`` with its two tables:
+
+- ``break_list``: probe address -> point, consulted when a probe breakpoint traps;
+- ``debug_list``: end-of-step breakpoint address -> point, consulted when a slot's step ends.
+
+The probe in progress on a CPU (which point, which stage) lives in that CPU's control block
+stack (:class:`CtlBlock`), never in a global, so several CPUs can be inside probes at once.
+A hit while the same CPU is already inside a handler is *reentrant*: it is counted in
+``nmissed`` and the instruction still executes, without handlers (Linux's
+``kprobe_reenter``).  A handler that raises is reported to the probe's fault handler and
+the frame is restored to what it was before that handler, so execution continues as if it
+had not run.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kprobe_ref.arch import ArchOps, Verdict, get_arch
+from kprobe_ref.errors import (
+    InvalidAddress,
+    InvalidProbeDefinition,
+    NotRegistered,
+    UnsupportedInstruction,
+)
+from kprobe_ref.host import KprobeAuxiliaryOps
+from kprobe_ref.point import ProbePoint, ProbePointList
+from kprobe_ref.probe import Handler, Kprobe, ProbeBuilder
+from kprobe_ref.ptregs import PtRegs
+from kprobe_ref.state import ConcreteState
+
+if TYPE_CHECKING:
+    from kprobe_ref.kretprobe import RethookTable
+
+__all__ = [
+    "CtlBlock",
+    "ProbeEvent",
+    "ProbeManager",
+    "Status",
+    "attach_probe",
+    "call_handler",
+    "check_registered",
+    "kprobe_fault_handler",
+    "kprobe_handler_from_break",
+    "kprobe_handler_from_debug",
+    "register_kprobe",
+    "unregister_kprobe",
+]
+
+
+class Status(enum.Enum):
+    """Stage of the probe in progress on a CPU (Linux's ``kprobe_status``)."""
+
+    HIT_ACTIVE = "hit-active"
+    """Pre-handlers are running."""
+    HIT_SS = "hit-ss"
+    """The slot is being stepped; post-handlers follow."""
+    HIT_SSDONE = "hit-ssdone"
+    """Post-handlers are running."""
+    REENTER = "reenter"
+    """A reentrant hit's slot is being stepped; no handlers run."""
+
+
+@dataclass
+class CtlBlock:
+    """One probe in progress on one CPU."""
+
+    point: ProbePoint | None
+    """The point being handled (``None`` while a return handler runs)."""
+    status: Status
+    saved_scratch: int | None = None
+
+
+@dataclass(frozen=True)
+class ProbeEvent:
+    """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot, step-done,
+    handler-fault, slot-fault, return-fired, return-missed, return-dropped."""
+
+    kind: str
+    address: int
+    cpu: int
+    detail: str = ""
+
+
+Tracer = Callable[[ProbeEvent], None]
+
+
+class ProbeManager:
+    """The probe tables of one address space (the kernel, or one process)."""
+
+    def __init__(
+        self, arch: ArchOps | str, aux: KprobeAuxiliaryOps, pid: int | None = None
+    ) -> None:
+        self.arch: ArchOps = get_arch(arch) if isinstance(arch, str) else arch
+        self.aux = aux
+        self.pid = pid
+        self.break_list: dict[int, ProbePoint] = {}
+        self.debug_list: dict[int, ProbePoint] = {}
+        self.tracers: list[Tracer] = []
+        self._ctl: dict[int, list[CtlBlock]] = {}
+        self.rethooks: RethookTable | None = None
+
+    @property
+    def user(self) -> bool:
+        """Whether this manager probes process memory (uprobes)."""
+        return self.pid is not None
+
+    def emit(self, kind: str, address: int, detail: str = "") -> None:
+        """Send an event to every tracer."""
+        event = ProbeEvent(kind, address, self.aux.current_cpu(), detail)
+        for tracer in list(self.tracers):
+            tracer(event)
+
+    def ctl_stack(self) -> list[CtlBlock]:
+        """The current CPU's stack of probes in progress (innermost last)."""
+        return self._ctl.setdefault(self.aux.current_cpu(), [])
+
+    # -- memory -----------------------------------------------------------------------------
+    def patch(self, addr: int, data: bytes) -> None:
+        """Write code bytes through the host's writable window."""
+        self.aux.set_writeable_for_address(
+            addr, len(data), self.pid, lambda: self.aux.write_memory(addr, data, self.pid)
+        )
+
+    def arm(self, point: ProbePoint) -> None:
+        """Put the point's breakpoint in memory."""
+        if not point.armed:
+            self.patch(point.address, point.breakpoint)
+            point.armed = True
+
+    def disarm(self, point: ProbePoint) -> None:
+        """Restore the original bytes under the point's breakpoint."""
+        if point.armed:
+            self.patch(point.address, point.original[: len(point.breakpoint)])
+            point.armed = False
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def _read_code(m: ProbeManager, points: ProbePointList, addr: int) -> bytes:
+    """Read up to one maximal instruction at ``addr`` as it was before any probe."""
+    n = m.arch.max_insn_len
+    while n > 0 and not m.aux.is_executable(addr, n, m.pid):
+        n -= 1
+    if n == 0:
+        where = "kernel" if m.pid is None else f"process {m.pid}"
+        raise InvalidAddress(f"{addr:#x} is not mapped executable in {where} memory")
+    return points.overlay_original(addr, m.aux.read_memory(addr, n, m.pid))
+
+
+def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
+    """A probe inside a known function must start an instruction, found by decoding from
+    the function's start (variable-length ISAs only)."""
+    func = m.aux.function_containing(addr, m.pid)
+    if func is None or not m.arch.variable_length:
+        return
+    start, size = func
+    code = points.overlay_original(start, m.aux.read_memory(start, size, m.pid))
+    pc = start
+    while pc < addr:
+        n = m.arch.insn_length(code[pc - start :], pc)
+        if n == 0:
+            raise InvalidAddress(f"cannot decode {pc:#x} on the way from {start:#x} to {addr:#x}")
+        pc += n
+    if pc != addr:
+        raise InvalidAddress(
+            f"{addr:#x} is not an instruction boundary: the instruction at "
+            f"{pc - n:#x} covers it (function starts at {start:#x})"
+        )
+
+
+def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: int) -> None:
+    """Refuse a probe inside an exclusive load/store-conditional sequence."""
+    func = m.aux.function_containing(addr, m.pid)
+    window = 32 * max(m.arch.insn_align, 4)
+    start = func[0] if func is not None else addr
+    start = max(start, addr - window)
+    while start < addr and not m.aux.is_executable(start, addr - start, m.pid):
+        start += m.arch.insn_align
+    code = points.overlay_original(start, m.aux.read_memory(start, addr - start + length, m.pid))
+    reason = m.arch.sequence_hazard(code, start, addr)
+    if reason is not None:
+        raise UnsupportedInstruction(
+            f"cannot probe {addr:#x}: it lies inside an exclusive load/store-conditional "
+            f"sequence ({reason})",
+            reason,
+            addr,
+        )
+
+
+def _new_point(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint:
+    """Validate ``addr`` and build its point (no memory is changed)."""
+    if addr % m.arch.insn_align:
+        raise InvalidAddress(f"{addr:#x} is not {m.arch.insn_align}-byte aligned")
+    forbidden = m.aux.probe_forbidden(addr, m.pid)
+    if forbidden is not None:
+        raise InvalidAddress(f"{addr:#x} must not be probed: {forbidden}")
+    code = _read_code(m, points, addr)
+    _check_boundary(m, points, addr)
+    d = m.arch.decode(code, addr, m.user)
+    if d.verdict is Verdict.REJECT:
+        raise UnsupportedInstruction(
+            f"cannot probe {d.text!r} at {addr:#x}: {d.klass} ({d.reason})", d.reason, addr
+        )
+    _check_sequence(m, points, addr, d.length)
+    return ProbePoint(addr, m.pid, d.raw, d, m.arch.breakpoint(d, m.user))
+
+
+def _install_slot(m: ProbeManager, point: ProbePoint) -> None:
+    """Allocate, fill and register the out-of-line slot of a stepped point."""
+    size = m.arch.slot_size
+    if m.pid is None:
+        slot = m.aux.alloc_kernel_exec_memory(point.address, size)
+    else:
+        slot = m.aux.alloc_user_exec_memory(m.pid, point.address, size)
+    try:
+        plan = m.arch.build_slot(point.decoded, slot, m.user)
+        m.patch(slot, plan.code)
+    except BaseException:
+        _free_slot(m, slot)
+        raise
+    point.slot_addr, point.plan = slot, plan
+    m.debug_list[slot + plan.break_offset] = point
+    m.emit("slot-prepared", point.address, f"{plan.rule} at {slot:#x}")
+
+
+def _free_slot(m: ProbeManager, slot: int) -> None:
+    if m.pid is None:
+        m.aux.free_kernel_exec_memory(slot)
+    else:
+        m.aux.free_user_exec_memory(m.pid, slot)
+
+
+def _release_point(m: ProbeManager, point: ProbePoint) -> None:
+    """Free the point's slot and forget it (its last step has ended)."""
+    brk = point.step_break_addr
+    if brk is not None:
+        m.debug_list.pop(brk, None)
+        assert point.slot_addr is not None
+        _free_slot(m, point.slot_addr)
+        point.slot_addr = None
+
+
+def _toggle(m: ProbeManager) -> Callable[[Kprobe], None]:
+    def toggle(probe: Kprobe) -> None:
+        point = probe.point
+        if point is None or not probe.registered:
+            return
+        if point.wants_breakpoint():
+            m.arm(point)
+        else:
+            m.disarm(point)
+
+    return toggle
+
+
+def attach_probe(
+    m: ProbeManager, points: ProbePointList, addr: int, probe: Kprobe
+) -> Kprobe:
+    """Attach a handle at ``addr``, creating and arming the point as needed."""
+    point = points.get(addr)
+    if point is None:
+        point = _new_point(m, points, addr)
+        if point.decoded.verdict is Verdict.STEP_OUT_OF_LINE:
+            _install_slot(m, point)
+        points[addr] = point
+        m.break_list[addr] = point
+    point.probes.append(probe)
+    probe.point, probe.registered, probe.on_toggle = point, True, _toggle(m)
+    if probe.enabled:
+        m.arm(point)
+    return probe
+
+
+def _check_mode(m: ProbeManager, builder: ProbeBuilder) -> None:
+    if m.pid is None and builder.user_pid is not None:
+        raise InvalidProbeDefinition("a probe with user mode is registered with register_uprobe")
+    if m.pid is not None and builder.user_pid != m.pid:
+        raise InvalidProbeDefinition(
+            f"uprobe for process {builder.user_pid} given the tables of process {m.pid}"
+        )
+
+
+def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuilder) -> Kprobe:
+    """Register a kprobe and return its handle.
+
+    Raises a :class:`~kprobe_ref.errors.KprobeError` (and changes nothing) when the address
+    is misaligned, unmapped, not an instruction boundary, reserved for the probe machinery,
+    or holds an instruction that cannot be probed."""
+    if not isinstance(builder, ProbeBuilder):
+        raise InvalidProbeDefinition(f"expected a ProbeBuilder, got {type(builder).__name__}")
+    _check_mode(m, builder)
+    probe = Kprobe(
+        address=builder.address(),
+        pre_handler=builder.pre_handler,
+        post_handler=builder.post_handler,
+        fault_handler=builder.fault_handler,
+        data=builder.data,
+        user_pid=builder.user_pid,
+        enabled=builder.enable,
+    )
+    return attach_probe(m, points, probe.address, probe)
+
+
+def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) -> None:
+    """Remove a probe.  The original bytes come back when it was the last probe at its
+    address; a slot being stepped stays until its step ends.  A probe that is not
+    registered (a double unregister) is a ``NotRegistered`` error."""
+    point = probe.point
+    if not probe.registered or point is None or points.get(point.address) is not point:
+        raise NotRegistered(f"probe at {probe.address:#x} is not registered")
+    point.probes.remove(probe)
+    probe.registered = False
+    if point.probes:
+        if not point.wants_breakpoint():
+            m.disarm(point)
+        return
+    m.disarm(point)
+    del points[point.address]
+    m.break_list.pop(point.address, None)
+    if point.active_steps:
+        point.retired = True
+    else:
+        _release_point(m, point)
+
+
+# -- trap entry points ----------------------------------------------------------------------
+
+
+def call_handler(
+    m: ProbeManager, probe: Kprobe, f: Handler, data: object, regs: PtRegs
+) -> bool:
+    """Run one handler; if it raises, restore ``regs``, report to the fault handler and
+    carry on as if it had not run.  Returns the handler's ``True`` (PC set) or ``False``."""
+    snapshot = regs.copy()
+    try:
+        return f(data, regs) is True
+    except Exception as err:  # a handler's failure must not take the trap path down
+        regs.restore_from(snapshot)
+        m.emit("handler-fault", probe.address, repr(err))
+        if probe.fault_handler is not None:
+            try:
+                probe.fault_handler(data, regs, err)
+            except Exception as err2:
+                m.emit("handler-fault", probe.address, f"fault handler: {err2!r}")
+            regs.restore_from(snapshot)
+        return False
+
+
+def _live(point: ProbePoint) -> list[Kprobe]:
+    return [p for p in list(point.probes) if p.registered and p.enabled]
+
+
+def _execute(m: ProbeManager, point: ProbePoint, regs: PtRegs, status: Status) -> bool:
+    """Carry out the probed instruction: simulate it (returns True: done) or send the CPU
+    to the slot (returns False: a step is in progress)."""
+    d = point.decoded
+    if d.verdict is Verdict.SIMULATE:
+        m.arch.simulate(d, ConcreteState(regs, m.aux, m.pid, point.address))
+        m.emit("simulated", point.address, d.klass)
+        return True
+    assert point.plan is not None and point.slot_addr is not None
+    ctl = CtlBlock(point, status)
+    if point.plan.scratch is not None:
+        ctl.saved_scratch = regs.get(point.plan.scratch)
+        regs.set(point.plan.scratch, point.plan.scratch_value)
+    m.ctl_stack().append(ctl)
+    point.active_steps += 1
+    regs.pc = point.slot_addr
+    m.emit("slot", point.address, f"{point.slot_addr:#x}")
+    return False
+
+
+def _reenter(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> bool:
+    for probe in _live(point):
+        probe.nmissed += 1
+    m.emit("missed", point.address)
+    regs.pc = point.address
+    _execute(m, point, regs, Status.REENTER)
+    return True
+
+
+def _run_post(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> None:
+    for probe in _live(point):
+        if probe.post_handler is not None:
+            call_handler(m, probe, probe.post_handler, probe.data, regs)
+
+
+def kprobe_handler_from_break(m: ProbeManager, regs: PtRegs) -> bool:
+    """Handle a breakpoint trap: ``True`` when it was a probe's (or the return trampoline's)
+    and ``regs`` now says where to continue."""
+    addr = m.arch.trap_address(regs)
+    if m.rethooks is not None and addr == m.rethooks.trampoline:
+        return m.rethooks.handle_trampoline(regs)
+    point = m.break_list.get(addr)
+    if point is None:
+        return False
+    stack = m.ctl_stack()
+    if stack:
+        return _reenter(m, point, regs)
+    m.emit("hit", addr)
+    stack.append(CtlBlock(point, Status.HIT_ACTIVE))
+    try:
+        for probe in _live(point):
+            probe.nhit += 1
+            if probe.pre_handler is not None and call_handler(
+                m, probe, probe.pre_handler, probe.data, regs
+            ):
+                m.emit("skipped", addr)
+                return True
+        regs.pc = point.address
+    finally:
+        stack.pop()
+    if _execute(m, point, regs, Status.HIT_SS):
+        stack.append(CtlBlock(point, Status.HIT_SSDONE))
+        try:
+            _run_post(m, point, regs)
+        finally:
+            stack.pop()
+    return True
+
+
+def _finish_step(m: ProbeManager, ctl: CtlBlock, regs: PtRegs) -> None:
+    point = ctl.point
+    assert point is not None and point.plan is not None
+    if point.plan.scratch is not None and ctl.saved_scratch is not None:
+        regs.set(point.plan.scratch, ctl.saved_scratch)
+    point.active_steps -= 1
+    if point.retired and point.active_steps == 0:
+        _release_point(m, point)
+
+
+def kprobe_handler_from_debug(m: ProbeManager, regs: PtRegs) -> bool:
+    """Handle the end-of-step breakpoint of a slot: continue after the probed instruction
+    and run the post-handlers.  ``True`` when the trap was a step of this manager's."""
+    addr = m.arch.trap_address(regs)
+    point = m.debug_list.get(addr)
+    stack = m.ctl_stack()
+    if point is None or not stack or stack[-1].point is not point:
+        return False
+    ctl = stack[-1]
+    if ctl.status not in (Status.HIT_SS, Status.REENTER):
+        return False
+    assert point.plan is not None
+    regs.pc = (point.address + point.plan.resume_delta) & ((1 << 64) - 1)
+    _finish_step(m, ctl, regs)
+    m.emit("step-done", point.address)
+    if ctl.status is Status.HIT_SS:
+        ctl.status = Status.HIT_SSDONE
+        try:
+            _run_post(m, point, regs)
+        finally:
+            stack.pop()
+    else:
+        stack.pop()
+    return True
+
+
+def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) -> int | None:
+    """Handle a fault while a slot is being stepped: put the PC back at the probed
+    instruction, clear the CPU's probe state, tell the fault handlers, and return the
+    probed address the fault is to be reported at (``None`` if no step was in progress)."""
+    stack = m.ctl_stack()
+    if not stack or stack[-1].status not in (Status.HIT_SS, Status.REENTER):
+        return None
+    ctl = stack[-1]
+    point = ctl.point
+    if point is None or not point.in_slot(regs.pc):
+        return None
+    stack.pop()
+    regs.pc = point.address
+    _finish_step(m, ctl, regs)
+    m.emit("slot-fault", point.address, repr(error))
+    if ctl.status is Status.HIT_SS:
+        for probe in _live(point):
+            if probe.fault_handler is not None:
+                try:
+                    probe.fault_handler(probe.data, regs, error)
+                except Exception as err2:
+                    m.emit("handler-fault", probe.address, f"fault handler: {err2!r}")
+    return point.address
+
+
+def check_registered(probe: Kprobe) -> None:
+    """Raise ``NotRegistered`` unless ``probe`` is registered."""
+    if not probe.registered:
+        raise NotRegistered(f"probe at {probe.address:#x} is not registered")
+

@@ -1,0 +1,70 @@
+"""Probe points: one patched instruction shared by every probe at its address.
+
+A :class:`ProbePoint` owns the original instruction bytes, the decoded verdict, the
+breakpoint and (for stepped instructions) the out-of-line slot.  Several probes at one
+address share one point; the breakpoint is in memory while at least one of them is enabled,
+and the original bytes come back when the last probe goes (``unregister``) or the last
+enabled one is disabled.  A point whose last probe left while a CPU was stepping its slot is
+*retired*: its slot stays until that step ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kprobe_ref.arch.base import Decoded, SlotPlan
+from kprobe_ref.probe import Kprobe
+
+__all__ = ["ProbePoint", "ProbePointList"]
+
+
+@dataclass(eq=False)
+class ProbePoint:
+    """One probed instruction."""
+
+    address: int
+    pid: int | None
+    original: bytes
+    """The whole original instruction."""
+    decoded: Decoded
+    breakpoint: bytes
+    slot_addr: int | None = None
+    plan: SlotPlan | None = None
+    probes: list[Kprobe] = field(default_factory=list)
+    armed: bool = False
+    retired: bool = False
+    active_steps: int = 0
+
+    @property
+    def step_break_addr(self) -> int | None:
+        """Address of the slot's end-of-step breakpoint (``None`` without a slot)."""
+        if self.slot_addr is None or self.plan is None:
+            return None
+        return self.slot_addr + self.plan.break_offset
+
+    def wants_breakpoint(self) -> bool:
+        """Whether any registered probe here is enabled."""
+        return any(p.enabled for p in self.probes)
+
+    def in_slot(self, pc: int) -> bool:
+        """Whether ``pc`` lies inside this point's slot."""
+        if self.slot_addr is None or self.plan is None:
+            return False
+        return self.slot_addr <= pc < self.slot_addr + len(self.plan.code)
+
+
+class ProbePointList(dict[int, ProbePoint]):
+    """Every installed point of one address space, by address (the seed's BTreeMap)."""
+
+    def overlay_original(self, addr: int, data: bytes) -> bytes:
+        """Return ``data`` (memory read at ``addr``) with every armed breakpoint replaced by
+        the original bytes it covers: what the code looked like before any probe."""
+        out = bytearray(data)
+        end = addr + len(data)
+        for point in self.values():
+            if not point.armed:
+                continue
+            bp_end = point.address + len(point.breakpoint)
+            for a in range(max(addr, point.address), min(end, bp_end)):
+                out[a - addr] = point.original[a - point.address]
+        return bytes(out)

@@ -1,0 +1,84 @@
+"""Stable reason codes for every verdict, with their meaning.
+
+A decode-table row carries one of these codes.  The codes are part of the interface (the
+audit report and CI jobs match on them); the wording may improve, the codes do not change.
+``docs/verdicts.md`` is generated from this table.
+"""
+
+from __future__ import annotations
+
+__all__ = ["REASONS", "describe"]
+
+REASONS: dict[str, str] = {
+    # -- stepped out of line ---------------------------------------------------------------
+    "no-pc-use": "Neither reads nor writes the PC: runs unchanged in the out-of-line slot.",
+    "rip-relative-operand": (
+        "Has a RIP-relative memory operand: runs in the slot with its displacement rewritten "
+        "so the operand addresses the same byte as at the original address."
+    ),
+    # -- simulated -------------------------------------------------------------------------
+    "branch-relative": (
+        "A PC-relative branch: in a slot it would branch relative to the slot and the "
+        "end-of-step breakpoint would never run, so the handler computes the target."
+    ),
+    "branch-counted": "A counted branch (loop, jrcxz): the handler updates the counter and PC.",
+    "call-relative": (
+        "A PC-relative call: pushes or links its own address, so the handler computes the "
+        "return address from the probe address and the target."
+    ),
+    "branch-indirect": "A branch through a register or memory: transfers control away.",
+    "call-indirect": "A call through a register or memory: transfers control and links.",
+    "return": "A return: transfers control to the saved return address.",
+    "pc-relative-address": "Computes an address from the PC (adr, adrp, auipc, pcaddi...).",
+    "pc-relative-load": "Loads from an address relative to the PC (a literal load).",
+    "no-op": "Has no architectural effect; the handler only advances the PC.",
+    # -- rejected --------------------------------------------------------------------------
+    "exception-generating": (
+        "Raises an exception or breakpoint itself (int3, int n, ud2, brk, ebreak...): it "
+        "would re-enter the trap path or kill the task."
+    ),
+    "privilege-change": (
+        "Changes privilege level or returns from an exception (iret, syscall, sysret, eret): "
+        "the end-of-step trap would run in the wrong context."
+    ),
+    "far-transfer": "A far call, jump or return through a segment: not supported in 64-bit code.",
+    "interrupt-shadow": (
+        "mov ss / pop ss inhibit interrupts and debug traps for one instruction: the "
+        "end-of-step breakpoint could be lost."
+    ),
+    "halts": "hlt stops the CPU until an interrupt: the end-of-step trap would not come.",
+    "transactional": (
+        "A transactional-memory instruction (xbegin, xabort, xend): a trap inside a "
+        "transaction aborts it, and xbegin has a PC-relative fallback address."
+    ),
+    "operand-size-branch": (
+        "A near branch with an operand-size (0x66) prefix: Intel ignores it, AMD truncates "
+        "the target to 16 bits, so no single rule is right."
+    ),
+    "address-size-branch": (
+        "A branch whose count or address uses a 32-bit address size (0x67 prefix): rare, and "
+        "the width of the counter update is not modelled."
+    ),
+    "segment-relative-target": (
+        "A memory-indirect branch through an fs/gs segment: the segment base is not part of "
+        "the trap frame."
+    ),
+    "rip-relative-out-of-reach": (
+        "The RIP-relative operand cannot reach its target from any kernel slot: the new "
+        "displacement does not fit in a signed 32-bit field."
+    ),
+    "undecodable": "The bytes do not decode as a valid instruction.",
+    "inside-exclusive-sequence": (
+        "Between a load-exclusive/load-linked and its store-conditional: the trap breaks the "
+        "reservation, so the store always fails and the loop can livelock."
+    ),
+    "exclusive-access": (
+        "A load-exclusive, store-exclusive, load-linked or store-conditional: a trap beside "
+        "it breaks the reservation and can livelock."
+    ),
+}
+
+
+def describe(code: str) -> str:
+    """Return the meaning of a reason code."""
+    return REASONS[code]

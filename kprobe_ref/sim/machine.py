@@ -1,0 +1,356 @@
+"""The simulated host: :class:`Machine`.
+
+A ``Machine`` is what a kernel is to the probe engine.  It implements
+:class:`~kprobe_ref.host.KprobeAuxiliaryOps`, owns a CPU backend per address space (the
+kernel, and one per spawned process), loads static ELF images, calls functions with the C
+calling convention, and delivers traps to the engine's entry points.
+
+Trap delivery: the CPU stops at a breakpoint, the machine builds the ``pt_regs`` frame,
+calls ``kprobe_handler_from_break`` then ``kprobe_handler_from_debug`` (the ``uprobe_*``
+ones in a process), writes the frame back and resumes.  Handlers are Python and may call
+back into emulated code (:meth:`Machine.call`): the interrupted CPU context is saved, the
+nested call runs on a stack of its own (never below the interrupted stack pointer: x86_64
+code may keep live data in the red zone), and the context is restored afterwards.
+
+Memory layout of each address space (page-aligned, all below 2**47 so unicorn x86_64 can
+fetch everywhere): the image where it was linked; a page at :data:`RETURN_STOP` that calls
+return to (the run stops before executing it); stacks below :data:`STACK_TOP`; memory from
+:meth:`Machine.alloc` from :data:`HEAP_BASE`; executable slot areas placed near the code
+they serve (kernel) or at :data:`USER_XOL_BASE` (a process's, as Linux's XOL area lies far
+from the text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kprobe_ref.arch import ArchOps, get_arch
+from kprobe_ref.errors import KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.kretprobe import RetprobeInstance
+from kprobe_ref.manager import (
+    ProbeManager,
+    kprobe_fault_handler,
+    kprobe_handler_from_break,
+    kprobe_handler_from_debug,
+)
+from kprobe_ref.point import ProbePointList
+from kprobe_ref.ptregs import PtRegs
+from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
+from kprobe_ref.sim.elf import Image, load_image, read_image
+from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
+from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
+
+__all__ = ["DEFAULT_MAX_STEPS", "Machine", "Process"]
+
+RETURN_STOP = 0x1000
+STACK_TOP = 0x7FF0_0000
+STACK_SIZE = 0x10_0000
+NESTED_STACKS = 8
+HEAP_BASE = 0x2000_0000
+USER_XOL_BASE = 0x7FFF_0000_0000
+DEFAULT_MAX_STEPS = 50_000_000
+_MASK = (1 << 64) - 1
+
+
+def make_cpu(isa: str, cpu: str) -> Cpu:
+    """Create a CPU backend: ``"unicorn"`` or ``"pcode"``."""
+    if cpu == "unicorn":
+        from kprobe_ref.sim.unicorn_cpu import UnicornCpu
+
+        return UnicornCpu(isa)
+    if cpu == "pcode":
+        from kprobe_ref.sim.pcode import PcodeCpu
+
+        return PcodeCpu(isa)
+    raise KprobeError(f"unknown CPU backend {cpu!r} (unicorn or pcode)")
+
+
+class Process:
+    """A user process: its own address space and its own uprobe tables."""
+
+    def __init__(self, pid: int, space: AddressSpace, manager: ProbeManager,
+                 image: Image) -> None:
+        self.pid = pid
+        self.space = space
+        self.manager = manager
+        self.points = ProbePointList()
+        self.image = image
+
+
+class Machine:
+    """A simulated computer with one CPU, a kernel address space and user processes."""
+
+    def __init__(self, isa: str, cpu: str | None = None) -> None:
+        self.isa = isa
+        self.arch: ArchOps = get_arch(isa)
+        self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
+        self.kernel = self._new_space(None)
+        self.manager = ProbeManager(self.arch, self, None)
+        self.points = ProbePointList()
+        self.processes: dict[int, Process] = {}
+        self.trap_count = 0
+        self._next_pid = 100
+        self._heap = HEAP_BASE
+        self._current: AddressSpace = self.kernel
+        self._depth = 0
+        self.images: list[Image] = []
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _new_space(self, pid: int | None) -> AddressSpace:
+        space = AddressSpace(make_cpu(self.isa, self.cpu_kind), pid)
+        space.map(RETURN_STOP, PAGE, "rx")
+        bp = self.arch.step_breakpoint(pid is not None)
+        space.cpu.mem_write(RETURN_STOP, bp * (PAGE // len(bp)))
+        space.reserve(RETURN_STOP, PAGE, "the return-stop page of the machine")
+        for level in range(NESTED_STACKS):
+            top = STACK_TOP - level * 2 * STACK_SIZE
+            space.map(top - STACK_SIZE, STACK_SIZE, "rw")
+        return space
+
+    @property
+    def cpu(self) -> Cpu:
+        """The kernel address space's CPU backend."""
+        return self.kernel.cpu
+
+    def load_elf(self, path: str | Path) -> Image:
+        """Load a static ELF image into kernel memory and record its functions."""
+        image = read_image(path, self.isa)
+        load_image(self.kernel, image)
+        self.images.append(image)
+        return image
+
+    def add_symbol(self, name: str, addr: int, size: int) -> None:
+        """Describe hand-mapped kernel code as a function."""
+        self.kernel.add_function(name, addr, size)
+
+    def map(self, addr: int, size: int, perms: str = "rx") -> None:
+        """Map zeroed kernel memory with the given permissions."""
+        self.kernel.map(addr, size, perms)
+
+    def alloc(self, size: int) -> int:
+        """Allocate zeroed read-write kernel memory; returns its address."""
+        addr = self._heap
+        self.kernel.map(addr, size, "rw")
+        self._heap = page_up(addr + size) + PAGE
+        return addr
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write kernel memory as the host, ignoring page permissions."""
+        self.kernel.write(addr, data, enforce=False)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Read kernel memory as the host."""
+        return self.kernel.read(addr, n)
+
+    # -- processes -----------------------------------------------------------------------------
+    def spawn(self, path: str | Path, xol_base: int = USER_XOL_BASE) -> int:
+        """Create a user process from a static ELF image; returns its pid.  ``xol_base`` is
+        where its out-of-line slot area goes (far from the text by default)."""
+        image = read_image(path, self.isa)
+        pid = self._next_pid
+        space = self._new_space(pid)
+        load_image(space, image)
+        space.xol_base = xol_base
+        self._next_pid += 1
+        self.processes[pid] = Process(pid, space, ProbeManager(self.arch, self, pid), image)
+        return pid
+
+    def process(self, pid: int) -> Process:
+        """The process ``pid``; an unknown pid is a ``NoSuchProcess`` error."""
+        try:
+            return self.processes[pid]
+        except (KeyError, TypeError):
+            raise NoSuchProcess(f"no process with pid {pid!r}") from None
+
+    def _space(self, pid: int | None) -> AddressSpace:
+        return self.kernel if pid is None else self.process(pid).space
+
+    def _manager(self, space: AddressSpace) -> ProbeManager:
+        return self.manager if space.pid is None else self.process(space.pid).manager
+
+    # -- registers -----------------------------------------------------------------------------
+    def _read_regs(self, space: AddressSpace) -> PtRegs:
+        regs = self.arch.regs_class()
+        cpu = space.cpu
+        for field, name in self.arch.cpu_regs.items():
+            regs.set(field, cpu.reg_read(name))
+        return regs
+
+    def _write_regs(self, space: AddressSpace, regs: PtRegs) -> None:
+        for field, name in self.arch.cpu_regs.items():
+            space.cpu.reg_write(name, regs.get(field))
+
+    def regs(self) -> PtRegs:
+        """The kernel CPU's registers as a ``pt_regs`` frame."""
+        return self._read_regs(self.kernel)
+
+    def set_regs(self, regs: PtRegs) -> None:
+        """Load a ``pt_regs`` frame into the kernel CPU."""
+        self._write_regs(self.kernel, regs)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, pc: int, stop_at: set[int] | frozenset[int] = frozenset(),
+            max_steps: int = DEFAULT_MAX_STEPS) -> int:
+        """Run kernel code from ``pc`` until the PC is in ``stop_at`` (checked before each
+        instruction); returns that PC.  Traps are delivered on the way."""
+        return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
+
+    def _run(self, space: AddressSpace, pc: int, stop_at: frozenset[int], max_steps: int) -> int:
+        outer = self._current
+        self._current = space
+        try:
+            steps = 0
+            while True:
+                stop = space.cpu.run(pc, stop_at, max_steps - steps)
+                steps += stop.steps
+                if stop.kind is StopKind.STOP_AT:
+                    return stop.pc
+                if stop.kind is StopKind.STEP_LIMIT:
+                    raise StepLimitExceeded(stop.pc, max_steps)
+                if stop.kind is StopKind.BREAK:
+                    pc = self._deliver_break(space, stop)
+                else:
+                    self._deliver_fault(space, stop)
+        finally:
+            self._current = outer
+
+    def _deliver_break(self, space: AddressSpace, stop: Stop) -> int:
+        regs = self._read_regs(space)
+        regs.pc = self.arch.trap_pc(stop.pc)
+        self.trap_count += 1
+        manager = self._manager(space)
+        try:
+            handled = kprobe_handler_from_break(manager, regs) or kprobe_handler_from_debug(
+                manager, regs
+            )
+        except SimulatedFault as exc:
+            raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
+        if not handled:
+            raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
+        self._write_regs(space, regs)
+        return regs.pc
+
+    def _deliver_fault(self, space: AddressSpace, stop: Stop) -> None:
+        regs = self._read_regs(space)
+        regs.pc = stop.pc
+        error = GuestFault(stop.pc, stop.detail or stop.kind.value, stop.fault_addr)
+        probed = kprobe_fault_handler(self._manager(space), regs, error)
+        if probed is not None:
+            self._write_regs(space, regs)
+            raise GuestFault(probed, f"in the out-of-line slot: {error.detail}",
+                             stop.fault_addr)
+        raise error
+
+    def call(self, addr: int, *args: int, max_steps: int = DEFAULT_MAX_STEPS) -> int:
+        """Call kernel code at ``addr`` with the C calling convention; returns the first
+        return register.  From inside a handler, the interrupted context is preserved."""
+        return self._call(self.kernel, addr, args, max_steps)
+
+    def call_user(self, pid: int, addr: int, *args: int,
+                  max_steps: int = DEFAULT_MAX_STEPS) -> int:
+        """Call code in process ``pid`` in user mode; returns the first return register."""
+        return self._call(self.process(pid).space, addr, args, max_steps)
+
+    def _call(self, space: AddressSpace, addr: int, args: tuple[int, ...],
+              max_steps: int) -> int:
+        regs_class = self.arch.regs_class
+        if len(args) > len(regs_class.ARGS):
+            raise KprobeError(f"at most {len(regs_class.ARGS)} integer arguments")
+        level = self._depth
+        if level >= NESTED_STACKS:
+            raise KprobeError(f"calls nested deeper than {NESTED_STACKS} levels")
+        saved = space.cpu.save_context() if level else None
+        self._depth += 1
+        try:
+            sp = STACK_TOP - level * 2 * STACK_SIZE - 0x100
+            for name, value in zip(regs_class.ARGS, args, strict=False):
+                space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
+            sp = self._push_return(space, sp)
+            space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
+            self._run(space, addr, frozenset({RETURN_STOP}), max_steps)
+            return space.cpu.reg_read(self.arch.cpu_regs[regs_class.RET[0]])
+        finally:
+            self._depth -= 1
+            if saved is not None:
+                space.cpu.restore_context(saved)
+
+    def _push_return(self, space: AddressSpace, sp: int) -> int:
+        if self.arch.link_register is not None:
+            space.cpu.reg_write(self.arch.link_register, RETURN_STOP)
+            return sp
+        sp -= 8
+        space.write(sp, RETURN_STOP.to_bytes(8, "little"), enforce=False)
+        return sp
+
+    # -- KprobeAuxiliaryOps ------------------------------------------------------------------------
+    def read_memory(self, addr: int, size: int, pid: int | None) -> bytes:
+        return self._space(pid).read(addr, size)
+
+    def write_memory(self, addr: int, data: bytes, pid: int | None) -> None:
+        self._space(pid).write(addr, data, enforce=True)
+
+    def set_writeable_for_address(self, addr: int, size: int, pid: int | None,
+                                  action: Callable[[], None]) -> None:
+        with self._space(pid).writable(addr, size):
+            action()
+
+    def is_executable(self, addr: int, size: int, pid: int | None) -> bool:
+        return self._space(pid).has(addr, size, "x")
+
+    def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
+        return self._space(pid).forbidden(addr)
+
+    def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
+        return self._space(pid).function_containing(addr)
+
+    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
+        reach = self.arch.slot_reach
+        lo, hi = max(PAGE, near - reach), min(1 << 47, near + reach)
+        if near == 0:
+            lo, hi = 0x3000_0000, 1 << 47
+        return self.kernel.alloc_exec(lo, hi, max(size, self.arch.slot_size),
+                                      "the kernel's out-of-line slots and trampolines")
+
+    def free_kernel_exec_memory(self, addr: int) -> None:
+        self.kernel.free_exec(addr)
+
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
+        space = self.process(pid).space
+        base = space.xol_base
+        return space.alloc_exec(base, base + (1 << 32), max(size, self.arch.slot_size),
+                                f"the out-of-line area of process {pid}")
+
+    def free_user_exec_memory(self, pid: int, addr: int) -> None:
+        self.process(pid).space.free_exec(addr)
+
+    def read_extra_register(self, name: str) -> int:
+        return self._current.cpu.reg_read(name)
+
+    def write_extra_register(self, name: str, value: int) -> None:
+        self._current.cpu.reg_write(name, value)
+
+    def current_cpu(self) -> int:
+        return 0
+
+    def current_task(self) -> int:
+        return 0 if self._current.pid is None else self._current.pid
+
+    def insert_kretprobe_instance_to_task(self, instance: RetprobeInstance) -> None:
+        self._current.instances.append(instance)
+
+    def pop_kretprobe_instance_from_task(self) -> RetprobeInstance | None:
+        stack = self._current.instances
+        return stack.pop() if stack else None
+
+    def task_kretprobe_instances(self) -> list[RetprobeInstance]:
+        return list(self._current.instances)
+
+    # -- observation -------------------------------------------------------------------------------
+    def watch(self, addrs: set[int], pid: int | None = None) -> dict[int, int]:
+        """Start counting executions of ``addrs`` (by the CPU, before any breakpoint is
+        taken); returns the live counter."""
+        cpu = self._space(pid).cpu
+        cpu.watch |= set(addrs)
+        return cpu.exec_counts
+

@@ -1,0 +1,199 @@
+"""One address space of the simulated machine: the kernel's, or a process's.
+
+An :class:`AddressSpace` owns a CPU backend (which holds the memory), the page permissions as
+the host sees them, the known functions (kallsyms, or a process image's symbol table), the
+executable areas that hold out-of-line slots and trampolines, and the task's stack of
+return-probe instances.  Host writes obey page permissions except inside a writable window
+(:meth:`writable`), as ``set_writeable_for_address`` opens in a kernel.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kprobe_ref.errors import InvalidAddress
+from kprobe_ref.sim.cpu import Cpu, Perms
+
+if TYPE_CHECKING:
+    from kprobe_ref.kretprobe import RetprobeInstance
+
+__all__ = ["PAGE", "AddressSpace", "ExecArea", "page_down", "page_up"]
+
+PAGE = 0x1000
+EXEC_AREA_SIZE = 0x10000
+
+
+def page_down(a: int) -> int:
+    """Round down to a page boundary."""
+    return a & ~(PAGE - 1)
+
+
+def page_up(a: int) -> int:
+    """Round up to a page boundary."""
+    return (a + PAGE - 1) & ~(PAGE - 1)
+
+
+@dataclass
+class ExecArea:
+    """A region of executable memory carved into equal chunks (slots, trampolines)."""
+
+    base: int
+    size: int
+    chunk: int
+    used: set[int] = field(default_factory=set)
+
+    def take(self) -> int | None:
+        """Return a free chunk's address and mark it used, or ``None`` when full."""
+        for off in range(0, self.size - self.chunk + 1, self.chunk):
+            if self.base + off not in self.used:
+                self.used.add(self.base + off)
+                return self.base + off
+        return None
+
+    def contains(self, addr: int) -> bool:
+        return self.base <= addr < self.base + self.size
+
+
+class AddressSpace:
+    """Memory, permissions, symbols and executable areas of the kernel or one process."""
+
+    def __init__(self, cpu: Cpu, pid: int | None) -> None:
+        self.cpu = cpu
+        self.pid = pid
+        self.perms: dict[int, Perms] = {}
+        self.functions: list[tuple[int, int, str]] = []
+        self.exec_areas: list[ExecArea] = []
+        self.reserved: list[tuple[int, int, str]] = []
+        self.instances: list[RetprobeInstance] = []
+        self.xol_base = 0
+        """Where a process's out-of-line slot area goes."""
+
+    def where(self) -> str:
+        return "kernel" if self.pid is None else f"process {self.pid}"
+
+    # -- mapping ----------------------------------------------------------------------------
+    def is_free(self, addr: int, size: int) -> bool:
+        return all(p not in self.perms for p in range(page_down(addr), page_up(addr + size), PAGE))
+
+    def map(self, addr: int, size: int, perms: Perms) -> None:
+        """Map zeroed pages covering ``[addr, addr+size)``."""
+        start, end = page_down(addr), page_up(addr + size)
+        if not self.is_free(start, end - start):
+            raise InvalidAddress(f"{start:#x}..{end:#x} overlaps mapped memory in {self.where()}")
+        self.cpu.map(start, end - start, perms)
+        for p in range(start, end, PAGE):
+            self.perms[p] = perms
+
+    def protect(self, addr: int, size: int, perms: Perms) -> None:
+        for p in range(page_down(addr), page_up(addr + size), PAGE):
+            self._need(p)
+            self.cpu.protect(p, PAGE, perms)
+            self.perms[p] = perms
+
+    def _need(self, page: int) -> Perms:
+        if page not in self.perms:
+            raise InvalidAddress(f"{page:#x} is not mapped in {self.where()}")
+        return self.perms[page]
+
+    def has(self, addr: int, size: int, letter: str) -> bool:
+        """Whether every page of the range is mapped with permission ``letter``."""
+        pages = range(page_down(addr), page_up(addr + max(size, 1)), PAGE)
+        return all(letter in self.perms.get(p, "") for p in pages)
+
+    # -- host access ---------------------------------------------------------------------------
+    def read(self, addr: int, size: int) -> bytes:
+        """Read mapped memory (any permissions)."""
+        for p in range(page_down(addr), page_up(addr + max(size, 1)), PAGE):
+            self._need(p)
+        return self.cpu.mem_read(addr, size)
+
+    def write(self, addr: int, data: bytes, enforce: bool) -> None:
+        """Write memory; with ``enforce``, every page must be writable."""
+        for p in range(page_down(addr), page_up(addr + max(len(data), 1)), PAGE):
+            perms = self._need(p)
+            if enforce and "w" not in perms:
+                raise InvalidAddress(
+                    f"{addr:#x} is not writable in {self.where()} ({perms or 'no access'})"
+                )
+        self.cpu.mem_write(addr, data)
+
+    @contextmanager
+    def writable(self, addr: int, size: int) -> Iterator[None]:
+        """Make the pages of a range writable for the duration of the block."""
+        pages = list(range(page_down(addr), page_up(addr + max(size, 1)), PAGE))
+        saved = {p: self._need(p) for p in pages}
+        for p, perms in saved.items():
+            if "w" not in perms:
+                self.cpu.protect(p, PAGE, perms + "w")
+                self.perms[p] = perms + "w"
+        try:
+            yield
+        finally:
+            for p, perms in saved.items():
+                self.cpu.protect(p, PAGE, perms)
+                self.perms[p] = perms
+
+    # -- symbols -------------------------------------------------------------------------------
+    def add_function(self, name: str, addr: int, size: int) -> None:
+        bisect.insort(self.functions, (addr, size, name))
+
+    def function_containing(self, addr: int) -> tuple[int, int] | None:
+        i = bisect.bisect_right(self.functions, (addr, 1 << 64, "")) - 1
+        while i >= 0:
+            start, size, _ = self.functions[i]
+            if start <= addr < start + size:
+                return start, size
+            if start + size <= addr and size > 0:
+                return None
+            i -= 1
+        return None
+
+    # -- executable areas ------------------------------------------------------------------------
+    def find_free(self, lo: int, hi: int, size: int) -> int | None:
+        """The lowest page-aligned address in ``[lo, hi)`` with ``size`` bytes free."""
+        a = page_up(max(lo, PAGE))
+        while a + size <= hi:
+            if self.is_free(a, size):
+                return a
+            a += EXEC_AREA_SIZE
+        return None
+
+    def alloc_exec(self, lo: int, hi: int, chunk: int, why: str) -> int:
+        """A chunk of executable memory whose address lies in ``[lo, hi)``."""
+        for area in self.exec_areas:
+            if area.chunk == chunk and lo <= area.base and area.base + area.size <= hi:
+                got = area.take()
+                if got is not None:
+                    return got
+        base = self.find_free(lo, hi, EXEC_AREA_SIZE)
+        if base is None:
+            raise InvalidAddress(f"no room for executable memory in {lo:#x}..{hi:#x}")
+        self.map(base, EXEC_AREA_SIZE, "rx")
+        self.cpu.mem_write(base, b"\0" * EXEC_AREA_SIZE)
+        area = ExecArea(base, EXEC_AREA_SIZE, chunk)
+        self.exec_areas.append(area)
+        self.reserved.append((base, EXEC_AREA_SIZE, why))
+        got = area.take()
+        assert got is not None
+        return got
+
+    def free_exec(self, addr: int) -> None:
+        for area in self.exec_areas:
+            if addr in area.used:
+                area.used.discard(addr)
+                return
+        raise InvalidAddress(f"{addr:#x} is not allocated executable memory in {self.where()}")
+
+    def reserve(self, addr: int, size: int, why: str) -> None:
+        """Mark a range the probe machinery itself executes: it must never be probed."""
+        self.reserved.append((addr, size, why))
+
+    def forbidden(self, addr: int) -> str | None:
+        for base, size, why in self.reserved:
+            if base <= addr < base + size:
+                return why
+        return None

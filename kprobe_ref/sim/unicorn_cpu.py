@@ -1,0 +1,215 @@
+"""The unicorn CPU backend (x86_64, aarch64, riscv64).
+
+Implements :class:`~kprobe_ref.sim.cpu.Cpu`.  unicorn cannot start emulation from inside its
+own hooks, so every event the machine must handle stops the CPU and is returned as a
+:class:`~kprobe_ref.sim.cpu.Stop`:
+
+- x86_64 ``int3`` arrives as interrupt 3 with RIP one past it; aarch64 ``brk`` as interrupt 7
+  with PC at the ``brk`` and no syndrome, so the immediate is decoded from memory; riscv
+  ``ebreak``/``c.ebreak`` never reach the interrupt hook: ``emu_start`` fails with an
+  exception error and PC at the breakpoint, which this backend recognises by its encoding.
+- A code hook checks ``stop_at`` and counts steps before each instruction, and counts
+  executions of watched addresses (how tests learn how often an instruction runs unprobed).
+- After the host writes code, cached translations of the range are discarded
+  (``ctl_remove_cache``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import unicorn
+from unicorn import arm64_const as a64
+from unicorn import riscv_const as rv
+from unicorn import x86_const as x86
+
+from kprobe_ref.sim.cpu import Perms, Stop, StopKind
+
+__all__ = ["UnicornCpu"]
+
+_PAGE = 0x1000
+_NEVER = (1 << 64) - 1
+
+_X86_REGS: dict[str, int] = {
+    **{n: getattr(x86, f"UC_X86_REG_{n.upper()}") for n in (
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+        "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base", "mxcsr")},
+    **{f"xmm{i}": getattr(x86, f"UC_X86_REG_XMM{i}") for i in range(16)},
+}  # fmt: skip
+_A64_REGS: dict[str, int] = {
+    **{f"x{i}": getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(29)},
+    "x29": a64.UC_ARM64_REG_X29, "x30": a64.UC_ARM64_REG_X30, "sp": a64.UC_ARM64_REG_SP,
+    "pc": a64.UC_ARM64_REG_PC, "nzcv": a64.UC_ARM64_REG_NZCV, "fpcr": a64.UC_ARM64_REG_FPCR,
+    "fpsr": a64.UC_ARM64_REG_FPSR, "tpidr_el0": a64.UC_ARM64_REG_TPIDR_EL0,
+    **{f"q{i}": getattr(a64, f"UC_ARM64_REG_Q{i}") for i in range(32)},
+}  # fmt: skip
+_RV_REGS: dict[str, int] = {
+    **{f"x{i}": getattr(rv, f"UC_RISCV_REG_X{i}") for i in range(1, 32)},
+    "pc": rv.UC_RISCV_REG_PC,
+    **{f"f{i}": getattr(rv, f"UC_RISCV_REG_F{i}") for i in range(32)},
+    "fcsr": rv.UC_RISCV_REG_FCSR,
+}  # fmt: skip
+
+_CONFIG: dict[str, tuple[int, int, dict[str, int], str]] = {
+    "x86_64": (unicorn.UC_ARCH_X86, unicorn.UC_MODE_64, _X86_REGS, "rip"),
+    "aarch64": (unicorn.UC_ARCH_ARM64, unicorn.UC_MODE_ARM, _A64_REGS, "pc"),
+    "riscv64": (unicorn.UC_ARCH_RISCV, unicorn.UC_MODE_RISCV64, _RV_REGS, "pc"),
+}
+
+
+def _prot(perms: Perms) -> int:
+    p = unicorn.UC_PROT_NONE
+    if "r" in perms:
+        p |= unicorn.UC_PROT_READ
+    if "w" in perms:
+        p |= unicorn.UC_PROT_WRITE
+    if "x" in perms:
+        p |= unicorn.UC_PROT_EXEC
+    return p
+
+
+def riscv_break_length(word: int) -> int:
+    """2 for ``c.ebreak``, 4 for ``ebreak``, 0 for anything else."""
+    if word & 0xFFFF == 0x9002:
+        return 2
+    if word == 0x0010_0073:
+        return 4
+    return 0
+
+
+class UnicornCpu:
+    """One unicorn CPU and its address space."""
+
+    def __init__(self, isa: str) -> None:
+        if isa not in _CONFIG:
+            raise ValueError(f"unicorn backend does not run {isa}")
+        arch, mode, regs, pc_name = _CONFIG[isa]
+        self.isa = isa
+        self.uc = unicorn.Uc(arch, mode)
+        if isa == "aarch64":
+            self.uc.ctl_set_cpu_model(unicorn.arm64_const.UC_CPU_ARM64_MAX)
+            self._enable_fp()
+        self._regs = regs
+        self._pc = regs[pc_name]
+        self.watch: set[int] = set()
+        self.exec_counts: Counter[int] = Counter()
+        self._stop: Stop | None = None
+        self._stop_at: frozenset[int] = frozenset()
+        self._max = 0
+        self._steps = 0
+        self._fault_addr: int | None = None
+        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code)
+        self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
+
+    def _enable_fp(self) -> None:
+        """Let EL0/EL1 code use FP/SIMD (CPACR_EL1.FPEN = 0b11)."""
+        cpacr = self.uc.reg_read(a64.UC_ARM64_REG_CPACR_EL1)
+        self.uc.reg_write(a64.UC_ARM64_REG_CPACR_EL1, cpacr | (3 << 20))
+
+    # -- memory ------------------------------------------------------------------------------
+    def map(self, addr: int, size: int, perms: Perms) -> None:
+        self.uc.mem_map(addr, size, _prot(perms))
+
+    def protect(self, addr: int, size: int, perms: Perms) -> None:
+        self.uc.mem_protect(addr, size, _prot(perms))
+
+    def mem_read(self, addr: int, n: int) -> bytes:
+        return bytes(self.uc.mem_read(addr, n))
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        self.uc.mem_write(addr, data)
+        self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
+
+    # -- registers -----------------------------------------------------------------------------
+    def reg_read(self, name: str) -> int:
+        value = self.uc.reg_read(self._regs[name])
+        assert isinstance(value, int)
+        return value
+
+    def reg_write(self, name: str, value: int) -> None:
+        bits = 128 if name.startswith(("xmm", "q")) else 64
+        self.uc.reg_write(self._regs[name], value & ((1 << bits) - 1))
+
+    def register_names(self) -> tuple[str, ...]:
+        """Every register name this backend knows."""
+        return tuple(self._regs)
+
+    def save_context(self) -> object:
+        """Snapshot the whole CPU state (for a nested call from a handler)."""
+        return self.uc.context_save()
+
+    def restore_context(self, ctx: object) -> None:
+        """Restore a snapshot taken by :meth:`save_context`."""
+        self.uc.context_restore(ctx)
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _halt(self, kind: StopKind, pc: int, **kw: Any) -> None:
+        if self._stop is None:
+            self._stop = Stop(kind, pc, self._steps, **kw)
+        self.uc.emu_stop()
+
+    def _on_code(self, uc: unicorn.Uc, address: int, size: int, _: object) -> None:
+        if self._stop is not None:
+            uc.emu_stop()
+            return
+        if address in self._stop_at:
+            self._halt(StopKind.STOP_AT, address)
+            return
+        if self._steps >= self._max:
+            self._halt(StopKind.STEP_LIMIT, address)
+            return
+        self._steps += 1
+        if address in self.watch:
+            self.exec_counts[address] += 1
+
+    def _on_intr(self, uc: unicorn.Uc, intno: int, _: object) -> None:
+        pc = self.reg_read("rip" if self.isa == "x86_64" else "pc")
+        if self.isa == "x86_64" and intno == 3:
+            self._halt(StopKind.BREAK, pc - 1, detail="int3")
+        elif self.isa == "aarch64" and intno == 7:
+            word = int.from_bytes(self.mem_read(pc, 4), "little")
+            self._halt(StopKind.BREAK, pc, code=(word >> 5) & 0xFFFF, detail="brk")
+        elif self.isa == "aarch64" and intno == 2:
+            self._halt(StopKind.SYSCALL, pc - 4, detail="svc")
+        elif self.isa == "riscv64" and intno == 8:
+            self._halt(StopKind.SYSCALL, pc, detail="ecall")
+        else:
+            self._halt(StopKind.FAULT, pc, detail=f"exception {intno}")
+
+    def _on_mem_invalid(
+        self, uc: unicorn.Uc, access: int, address: int, size: int, value: int, _: object
+    ) -> bool:
+        self._fault_addr = address
+        return False
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
+        self._stop, self._stop_at, self._max, self._steps = None, stop_at, max_steps, 0
+        self._fault_addr = None
+        try:
+            self.uc.emu_start(pc, _NEVER)
+        except unicorn.UcError as err:
+            return self._error_stop(err)
+        if self._stop is None:
+            here = self.uc.reg_read(self._pc)
+            return Stop(StopKind.FAULT, here, self._steps, detail="emulation ended")
+        return self._stop
+
+    def _error_stop(self, err: unicorn.UcError) -> Stop:
+        if self._stop is not None:
+            return self._stop
+        here = self.uc.reg_read(self._pc)
+        if self.isa == "riscv64" and err.errno == unicorn.UC_ERR_EXCEPTION:
+            word = int.from_bytes(self._peek(here, 4), "little")
+            if riscv_break_length(word):
+                return Stop(StopKind.BREAK, here, self._steps, detail="ebreak")
+        return Stop(StopKind.FAULT, here, self._steps, detail=str(err),
+                    fault_addr=self._fault_addr)
+
+    def _peek(self, addr: int, n: int) -> bytes:
+        try:
+            return self.mem_read(addr, n)
+        except unicorn.UcError:
+            return self.mem_read(addr, 2) + b"\0\0" if n > 2 else b"\0" * n
