@@ -23,7 +23,7 @@ from kprobe_ref.arch.x86_64.encoding import (
     Insn,
 )
 
-__all__ = ["ROWS", "Row", "decode", "lookup"]
+__all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "lookup"]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -192,3 +192,39 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
     if verdict is Verdict.SIMULATE and klass.endswith("_reg") and insn.reg_operand in (None, -1):
         verdict, reason = REJ, "undecodable"
     return Decoded(addr, insn.raw, verdict, klass, reason, insn.text, _fields(insn, row))
+
+
+LINUX_DIFFERENCES: tuple[str, ...] = (
+    "Memory-indirect `call`/`jmp` (`FF /2`, `FF /4` with a memory operand, as in jump tables) "
+    "are simulated: the handler computes the effective address (RIP-relative included) and "
+    "loads the target. Linux refuses them (`prepare_emulation`: 'TODO: support memory "
+    "addressing').",
+    "Near branches with an operand-size prefix (0x66) are refused with their own reason: "
+    "Intel and AMD disagree on their meaning in 64-bit mode.",
+    "`loop`/`jrcxz` with an address-size prefix (0x67, counting in ECX) are refused rather "
+    "than simulated with a 64-bit counter.",
+    "`cli`, `sti`, `pushf` and `popf` are stepped out of line (Linux emulates them so that "
+    "single-stepping cannot enable interrupts; this machine delivers none).",
+    "A RIP-relative operand whose kernel slot would be out of 32-bit reach is a registration "
+    "error (`OutOfReach`), never a silently wrapped displacement.",
+)
+"""Where this table deliberately departs from Linux, for ``docs/x86_64.md``."""
+
+
+def _pattern_text(row: Row) -> str:
+    modrm = f" /ModRM {row.modrm}" if row.modrm is not None else ""
+    return f"{row.opmap}: {row.opcode}{modrm}"
+
+
+def doc_rows() -> list[tuple[str, str, str, str, str]]:
+    """The table as (class, encoding, verdict, reason code, note) for the docs, with the
+    classes every unlisted instruction falls into last."""
+    rows = [(r.klass, _pattern_text(r), r.verdict.value, r.reason, r.note) for r in ROWS]
+    for prefix, reason in {p: r for row in ROWS for p, r in row.forbid}.items():
+        rows.append(("(prefixed branch)", f"prefix {prefix:#04x} on a simulated branch", "reject",
+                     reason, "see the rows' prefix rules"))
+    rows.append(("rip_relative", "any other instruction with ModRM 00 reg 101", "step",
+                 "rip-relative-operand", "disp32 rewritten for the slot"))
+    rows.append(("plain", "any other instruction", "step", "no-pc-use", "copied unchanged"))
+    rows.append(("undecodable", "bytes capstone cannot decode", "reject", "undecodable", ""))
+    return rows
