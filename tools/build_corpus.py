@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Build the bundled sample corpus: per-ISA static ELF images from C and assembly.
+
+For each ISA this links every ``kprobe_ref/corpus/src/*.c`` file together with
+``kprobe_ref/corpus/src/<isa>/classes.S`` into two images:
+
+``kprobe_ref/corpus/<isa>/kernel.elf``
+    kernel-style code (``-mno-red-zone`` on x86_64, no LSX/LASX on
+    loongarch64), linked at 0x400000 by ``link.ld``;
+``kprobe_ref/corpus/<isa>/user.elf``
+    user-style code, linked at 0x10000000 by ``link-user.ld``.
+
+The compiler is the ``ziglang`` package's ``zig cc``.  The script then writes
+``kprobe_ref/corpus/manifest.json`` with the toolchain version, the exact
+command line of every image, and the SHA-256 and size of every image and
+input file.
+
+``--check`` rebuilds into a temporary directory instead, compares the result
+byte for byte with the committed images and exits non-zero on a difference.
+
+Every command runs with the corpus directory as its working directory and
+names its inputs by relative path, so the file-name symbols in the images do
+not depend on where the repository is checked out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "kprobe_ref" / "corpus"
+SRC = CORPUS / "src"
+MANIFEST = CORPUS / "manifest.json"
+
+ISAS: tuple[str, ...] = ("x86_64", "aarch64", "riscv64", "loongarch64")
+
+#: Flags shared by every image, in command-line order.
+COMMON_FLAGS: tuple[str, ...] = (
+    "-O2",
+    "-ffreestanding",
+    "-fno-builtin",
+    "-fno-pic",
+    "-fno-pie",
+    "-static",
+    "-nostdlib",
+    "-fno-vectorize",
+    "-fno-slp-vectorize",
+    "-fno-stack-protector",
+    "-fno-sanitize=all",
+    "-fno-unwind-tables",
+    "-fno-asynchronous-unwind-tables",
+    "-g0",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+)
+
+#: Linker flags shared by every image.
+LINK_FLAGS: tuple[str, ...] = (
+    "-Wl,--entry=corpus_entry",
+    "-Wl,--build-id=none",
+    "-Wl,-z,max-page-size=4096",
+    "-Wl,-z,norelro",
+    "-Wl,--no-undefined",
+    "-Wl,--no-gc-sections",
+)
+
+#: Per-ISA flags for kernel-style images.  On aarch64 zig cc accepts but
+#: ignores -mgeneral-regs-only (its explicit CPU feature list wins: the C code
+#: still used NEON CNT/ADDV for popcount), so the kernel-style image names a
+#: CPU without FP and NEON instead, which keeps the C code to general registers
+#: as Linux does; classes.S re-enables fp/simd for itself with .arch_extension.
+KERNEL_FLAGS: dict[str, tuple[str, ...]] = {
+    "x86_64": ("-mno-red-zone",),
+    "aarch64": ("-mcpu=generic-neon-fp_armv8",),
+    "riscv64": (),
+    "loongarch64": ("-mno-lsx", "-mno-lasx"),
+}
+
+#: Per-ISA flags for user-style images.
+USER_FLAGS: dict[str, tuple[str, ...]] = {
+    "x86_64": (),
+    "aarch64": (),
+    "riscv64": (),
+    "loongarch64": ("-mno-lsx", "-mno-lasx"),
+}
+
+#: The two image kinds: name -> (link script, per-ISA flags).
+KINDS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "kernel": ("link.ld", KERNEL_FLAGS),
+    "user": ("link-user.ld", USER_FLAGS),
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image to build: its ISA, kind and the arguments after ``zig cc``."""
+
+    isa: str
+    kind: str
+    args: tuple[str, ...]
+
+    @property
+    def rel_path(self) -> str:
+        """The image's path relative to the corpus directory."""
+        return f"{self.isa}/{self.kind}.elf"
+
+
+def zig_cc() -> list[str]:
+    """The command prefix that runs ``zig cc`` from the ziglang package."""
+    return [sys.executable, "-m", "ziglang", "cc"]
+
+
+def zig_version() -> str:
+    """The version that ``zig version`` reports."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ziglang", "version"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def ziglang_package_version() -> str:
+    """The installed version of the ``ziglang`` Python package."""
+    return metadata.version("ziglang")
+
+
+def c_sources() -> list[str]:
+    """The C sources, relative to the corpus directory, in a stable order."""
+    return sorted(f"src/{p.name}" for p in SRC.glob("*.c"))
+
+
+def input_files() -> list[str]:
+    """Every file an image depends on, relative to the corpus directory."""
+    files = c_sources()
+    files += [f"src/{isa}/classes.S" for isa in ISAS]
+    files += [script for script, _ in KINDS.values()]
+    return sorted(files)
+
+
+def images() -> list[Image]:
+    """The images to build, with their full ``zig cc`` argument lists."""
+    out: list[Image] = []
+    for isa in ISAS:
+        for kind, (script, per_isa) in KINDS.items():
+            args = (
+                "-target",
+                f"{isa}-freestanding-none",
+                *COMMON_FLAGS,
+                *per_isa[isa],
+                *LINK_FLAGS,
+                "-T",
+                script,
+                "-o",
+                f"{isa}/{kind}.elf",
+                *c_sources(),
+                f"src/{isa}/classes.S",
+            )
+            out.append(Image(isa, kind, args))
+    return out
+
+
+def retarget(args: tuple[str, ...], out_dir: Path) -> list[str]:
+    """``args`` with the ``-o`` operand moved under ``out_dir``."""
+    result = list(args)
+    i = result.index("-o")
+    result[i + 1] = str(out_dir / result[i + 1])
+    return result
+
+
+def build(out_dir: Path) -> None:
+    """Build every image into ``out_dir`` (the corpus directory or a scratch one)."""
+    for image in images():
+        (out_dir / image.isa).mkdir(parents=True, exist_ok=True)
+        cmd = zig_cc() + retarget(image.args, out_dir)
+        proc = subprocess.run(cmd, cwd=CORPUS, capture_output=True, text=True)
+        if proc.returncode != 0 or proc.stderr.strip():
+            sys.stderr.write(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                raise SystemExit(f"build of {image.rel_path} failed")
+            raise SystemExit(f"build of {image.rel_path} printed diagnostics")
+
+
+def file_record(path: Path) -> dict[str, object]:
+    """SHA-256 and size of one file."""
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def manifest() -> dict[str, object]:
+    """The manifest describing the committed images and their inputs."""
+    return {
+        "generator": "tools/build_corpus.py",
+        "zig_version": zig_version(),
+        "ziglang_package": ziglang_package_version(),
+        "working_directory": "kprobe_ref/corpus",
+        "compiler": "python -m ziglang cc",
+        "common_flags": list(COMMON_FLAGS),
+        "link_flags": list(LINK_FLAGS),
+        "images": {
+            image.rel_path: {
+                "isa": image.isa,
+                "kind": image.kind,
+                "command": ["python", "-m", "ziglang", "cc", *image.args],
+                **file_record(CORPUS / image.rel_path),
+            }
+            for image in images()
+        },
+        "sources": {name: file_record(CORPUS / name) for name in input_files()},
+    }
+
+
+def check() -> int:
+    """Rebuild into a scratch directory and compare with the committed images."""
+    different: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="kprobe-corpus-") as tmp:
+        out_dir = Path(tmp)
+        build(out_dir)
+        for image in images():
+            committed = CORPUS / image.rel_path
+            fresh = out_dir / image.rel_path
+            same = committed.exists() and committed.read_bytes() == fresh.read_bytes()
+            print(f"{image.rel_path}: {'identical' if same else 'DIFFERENT'}")
+            if not same:
+                different.append(image.rel_path)
+    if MANIFEST.exists():
+        recorded = json.loads(MANIFEST.read_text())
+        current = manifest()
+        if recorded != current:
+            print("manifest.json: DIFFERENT from the committed files")
+            different.append("manifest.json")
+        else:
+            print("manifest.json: matches")
+    else:
+        print("manifest.json: missing")
+        different.append("manifest.json")
+    if different:
+        print(f"{len(different)} difference(s)")
+        return 1
+    print("all images byte-identical")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild into a temporary directory and compare with the committed images",
+    )
+    opts = parser.parse_args(argv)
+    if opts.check:
+        return check()
+    build(CORPUS)
+    MANIFEST.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
+    for image in images():
+        size = (CORPUS / image.rel_path).stat().st_size
+        print(f"{image.rel_path}: {size} bytes")
+    print(f"wrote {MANIFEST.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
