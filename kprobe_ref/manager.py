@@ -28,6 +28,7 @@ from kprobe_ref.errors import (
     InvalidAddress,
     InvalidProbeDefinition,
     NotRegistered,
+    SimulatedFault,
     UnsupportedInstruction,
 )
 from kprobe_ref.host import KprobeAuxiliaryOps
@@ -239,6 +240,13 @@ def _free_slot(m: ProbeManager, slot: int) -> None:
         m.aux.free_user_exec_memory(m.pid, slot)
 
 
+def _done_with(m: ProbeManager, point: ProbePoint) -> None:
+    """This CPU has finished with the point; free a retired point's slot."""
+    point.busy -= 1
+    if point.retired and point.busy == 0:
+        _release_point(m, point)
+
+
 def _release_point(m: ProbeManager, point: ProbePoint) -> None:
     """Free the point's slot and forget it (its last step has ended)."""
     brk = point.step_break_addr
@@ -326,7 +334,7 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
     m.disarm(point)
     del points[point.address]
     m.break_list.pop(point.address, None)
-    if point.active_steps:
+    if point.busy:
         point.retired = True
     else:
         _release_point(m, point)
@@ -364,7 +372,11 @@ def _execute(m: ProbeManager, point: ProbePoint, regs: PtRegs, status: Status) -
     to the slot (returns False: a step is in progress)."""
     d = point.decoded
     if d.verdict is Verdict.SIMULATE:
-        m.arch.simulate(d, ConcreteState(regs, m.aux, m.pid, point.address))
+        try:
+            m.arch.simulate(d, ConcreteState(regs, m.aux, m.pid, point.address))
+        except SimulatedFault:
+            _done_with(m, point)
+            raise
         m.emit("simulated", point.address, d.klass)
         return True
     assert point.plan is not None and point.slot_addr is not None
@@ -373,7 +385,6 @@ def _execute(m: ProbeManager, point: ProbePoint, regs: PtRegs, status: Status) -
         ctl.saved_scratch = regs.get(point.plan.scratch)
         regs.set(point.plan.scratch, point.plan.scratch_value)
     m.ctl_stack().append(ctl)
-    point.active_steps += 1
     regs.pc = point.slot_addr
     m.emit("slot", point.address, f"{point.slot_addr:#x}")
     return False
@@ -384,7 +395,9 @@ def _reenter(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> bool:
         probe.nmissed += 1
     m.emit("missed", point.address)
     regs.pc = point.address
-    _execute(m, point, regs, Status.REENTER)
+    point.busy += 1
+    if _execute(m, point, regs, Status.REENTER):
+        _done_with(m, point)
     return True
 
 
@@ -407,6 +420,25 @@ def kprobe_handler_from_break(m: ProbeManager, regs: PtRegs) -> bool:
     if stack:
         return _reenter(m, point, regs)
     m.emit("hit", addr)
+    point.busy += 1
+    if _run_pre(m, point, regs):
+        m.emit("skipped", addr)
+        _done_with(m, point)
+        return True
+    regs.pc = point.address
+    if _execute(m, point, regs, Status.HIT_SS):
+        stack.append(CtlBlock(point, Status.HIT_SSDONE))
+        try:
+            _run_post(m, point, regs)
+        finally:
+            stack.pop()
+            _done_with(m, point)
+    return True
+
+
+def _run_pre(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> bool:
+    """Run the pre-handlers in registration order; ``True`` when one set the PC itself."""
+    stack = m.ctl_stack()
     stack.append(CtlBlock(point, Status.HIT_ACTIVE))
     try:
         for probe in _live(point):
@@ -414,18 +446,10 @@ def kprobe_handler_from_break(m: ProbeManager, regs: PtRegs) -> bool:
             if probe.pre_handler is not None and call_handler(
                 m, probe, probe.pre_handler, probe.data, regs
             ):
-                m.emit("skipped", addr)
                 return True
-        regs.pc = point.address
+        return False
     finally:
         stack.pop()
-    if _execute(m, point, regs, Status.HIT_SS):
-        stack.append(CtlBlock(point, Status.HIT_SSDONE))
-        try:
-            _run_post(m, point, regs)
-        finally:
-            stack.pop()
-    return True
 
 
 def _finish_step(m: ProbeManager, ctl: CtlBlock, regs: PtRegs) -> None:
@@ -433,9 +457,6 @@ def _finish_step(m: ProbeManager, ctl: CtlBlock, regs: PtRegs) -> None:
     assert point is not None and point.plan is not None
     if point.plan.scratch is not None and ctl.saved_scratch is not None:
         regs.set(point.plan.scratch, ctl.saved_scratch)
-    point.active_steps -= 1
-    if point.retired and point.active_steps == 0:
-        _release_point(m, point)
 
 
 def kprobe_handler_from_debug(m: ProbeManager, regs: PtRegs) -> bool:
@@ -453,14 +474,13 @@ def kprobe_handler_from_debug(m: ProbeManager, regs: PtRegs) -> bool:
     regs.pc = (point.address + point.plan.resume_delta) & ((1 << 64) - 1)
     _finish_step(m, ctl, regs)
     m.emit("step-done", point.address)
-    if ctl.status is Status.HIT_SS:
-        ctl.status = Status.HIT_SSDONE
-        try:
+    try:
+        if ctl.status is Status.HIT_SS:
+            ctl.status = Status.HIT_SSDONE
             _run_post(m, point, regs)
-        finally:
-            stack.pop()
-    else:
+    finally:
         stack.pop()
+        _done_with(m, point)
     return True
 
 
@@ -478,6 +498,7 @@ def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) ->
     stack.pop()
     regs.pc = point.address
     _finish_step(m, ctl, regs)
+    _done_with(m, point)
     m.emit("slot-fault", point.address, repr(error))
     if ctl.status is Status.HIT_SS:
         for probe in _live(point):

@@ -4,8 +4,9 @@ A :class:`ProbePoint` owns the original instruction bytes, the decoded verdict, 
 breakpoint and (for stepped instructions) the out-of-line slot.  Several probes at one
 address share one point; the breakpoint is in memory while at least one of them is enabled,
 and the original bytes come back when the last probe goes (``unregister``) or the last
-enabled one is disabled.  A point whose last probe left while a CPU was stepping its slot is
-*retired*: its slot stays until that step ends.
+enabled one is disabled.  A point whose last probe left while a CPU was handling it (in a
+handler, or stepping its slot) is
+*retired*: its slot stays until that CPU is done with it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class ProbePoint:
     probes: list[Kprobe] = field(default_factory=list)
     armed: bool = False
     retired: bool = False
-    active_steps: int = 0
+    busy: int = 0
+    """CPUs handling this point: from its breakpoint trap until its handlers and its step
+    are done.  A retired point's slot is freed when this drops to zero."""
 
     @property
     def step_break_addr(self) -> int | None:
