@@ -44,16 +44,21 @@ class PtRegs:
 
     def __init__(self, **values: int) -> None:
         for name in self.FIELDS:
-            object.__setattr__(self, name, 0)
+            self.__dict__[name] = 0
         if self.GPR_COUNT:
-            object.__setattr__(self, "regs", [0] * self.GPR_COUNT)
+            self.__dict__["regs"] = [0] * self.GPR_COUNT
         for name, value in values.items():
             self.set(name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
+        # Fields live in the instance dictionary, so a field named like an accessor
+        # (riscv ``sp``, aarch64 ``pc``) never recurses through the property.
         if name in self.FIELDS and isinstance(value, int):
-            value = value & _MASK64
-        object.__setattr__(self, name, value)
+            self.__dict__[name] = value & _MASK64
+        elif name in self.FIELDS or name == "regs":
+            self.__dict__[name] = value
+        else:
+            object.__setattr__(self, name, value)
 
     # -- named access -----------------------------------------------------------------
     def _resolve(self, name: str) -> tuple[str, int | None]:
@@ -68,17 +73,17 @@ class PtRegs:
         """Return a register by field name or architectural name."""
         field, index = self._resolve(name)
         if index is None:
-            return int(getattr(self, field))
-        value: int = getattr(self, field)[index]
+            return int(self.__dict__[field])
+        value: int = self.__dict__[field][index]
         return value
 
     def set(self, name: str, value: int) -> None:
         """Set a register by field name or architectural name (modulo ``2**64``)."""
         field, index = self._resolve(name)
         if index is None:
-            setattr(self, field, value)
+            self.__dict__[field] = value & _MASK64
         else:
-            getattr(self, field)[index] = value & _MASK64
+            self.__dict__[field][index] = value & _MASK64
 
     def names(self) -> Iterator[str]:
         """Yield every register slot's canonical name: ``regs[i]`` entries, then fields."""
@@ -90,7 +95,7 @@ class PtRegs:
         if slot.startswith("regs["):
             value: int = self.regs[int(slot[5:-1])]
             return value
-        return int(getattr(self, slot))
+        return int(self.__dict__[slot])
 
     # -- ISA-neutral accessors ----------------------------------------------------------
     @property
@@ -139,9 +144,9 @@ class PtRegs:
     def restore_from(self, other: PtRegs) -> None:
         """Overwrite every register with ``other``'s value."""
         for name in self.FIELDS:
-            object.__setattr__(self, name, getattr(other, name))
+            self.__dict__[name] = other.__dict__[name]
         if self.GPR_COUNT:
-            object.__setattr__(self, "regs", list(other.regs))
+            self.__dict__["regs"] = list(other.__dict__["regs"])
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.as_dict() == other.as_dict()

@@ -76,6 +76,26 @@ REASONS: dict[str, str] = {
         "A load-exclusive, store-exclusive, load-linked or store-conditional: a trap beside "
         "it breaks the reservation and can livelock."
     ),
+    "aarch64-pointer-authentication": (
+        "Authenticates a pointer (AUT* hints, BRAA/BLRAA/RETAA and their Z forms): the "
+        "result depends on keys and, with FEAT_FPAC, a failed check faults in the slot."
+    ),
+    "aarch64-pstate-daif": (
+        "MSR (immediate) writes a PSTATE field, and MSR/MRS DAIF write or read the interrupt "
+        "mask, which the trap path itself changes: the step would act on the handler's state."
+    ),
+    "aarch64-mops": (
+        "A FEAT_MOPS memory copy or set (CPY*, SET*): prologue, main and epilogue form one "
+        "interruptible sequence whose progress lives in registers and PSTATE."
+    ),
+    "riscv64-csr-access": (
+        "Reads or writes a control and status register (csrr*, csrw*, rdcycle...): CSRs "
+        "hold the trap state the probe path itself uses and changes (status, epc, cause)."
+    ),
+    "riscv64-instruction-fetch-fence": (
+        "fence.i orders instruction fetch after earlier stores: it belongs to code-patching "
+        "sequences, which race with the probe's own patching of code."
+    ),
 }
 
 

@@ -7,6 +7,8 @@ a probe inside a known function must lie on a boundary found by decoding from it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
 from kprobe_ref.arch.x86_64 import decode as _decode
 from kprobe_ref.arch.x86_64 import encoding, regs, rethook, simulate, slot
@@ -28,7 +30,7 @@ class X86_64:
     variable_length = True
     stack_align = 16
     link_register: str | None = None
-    cpu_regs = regs.CPU_REGS
+    cpu_regs: Mapping[str, str] = regs.CPU_REGS
 
     def decode(self, code: bytes, addr: int, user: bool) -> Decoded:
         return _decode.decode(code, addr, user)
