@@ -6,8 +6,9 @@ own hooks, so every event the machine must handle stops the CPU and is returned 
 
 - x86_64 ``int3`` arrives as interrupt 3 with RIP one past it; aarch64 ``brk`` as interrupt 7
   with PC at the ``brk`` and no syndrome, so the immediate is decoded from memory; riscv
-  ``ebreak``/``c.ebreak`` never reach the interrupt hook: ``emu_start`` fails with an
-  exception error and PC at the breakpoint, which this backend recognises by its encoding.
+  ``ebreak``/``c.ebreak`` never reach the interrupt hook: ``emu_start`` fails (unicorn 2.1:
+  ``UC_ERR_INSN_INVALID``) with PC at the breakpoint, which this backend recognises by its
+  encoding; riscv ``ecall`` arrives as interrupt 8 with PC one past the ``ecall``.
 - A code hook checks ``stop_at`` and counts steps before each instruction, and counts
   executions of watched addresses (how tests learn how often an instruction runs unprobed).
 - After the host writes code, cached translations of the range are discarded
@@ -69,6 +70,13 @@ def _prot(perms: Perms) -> int:
     return p
 
 
+_RV_BREAK_ERRORS = (unicorn.UC_ERR_EXCEPTION, unicorn.UC_ERR_INSN_INVALID)
+"""The errors riscv ``ebreak``/``c.ebreak`` end ``emu_start`` with (unicorn 2.1 reports
+``UC_ERR_INSN_INVALID`` with PC at the breakpoint)."""
+_RV_MSTATUS_FS = 0b11 << 13
+"""mstatus.FS = Dirty: the F and D extensions are usable (they trap while FS = Off)."""
+
+
 def riscv_break_length(word: int) -> int:
     """2 for ``c.ebreak``, 4 for ``ebreak``, 0 for anything else."""
     if word & 0xFFFF == 0x9002:
@@ -90,6 +98,9 @@ class UnicornCpu:
         if isa == "aarch64":
             self.uc.ctl_set_cpu_model(unicorn.arm64_const.UC_CPU_ARM64_MAX)
             self._enable_fp()
+        if isa == "riscv64":
+            mstatus = self.uc.reg_read(rv.UC_RISCV_REG_MSTATUS)
+            self.uc.reg_write(rv.UC_RISCV_REG_MSTATUS, mstatus | _RV_MSTATUS_FS)
         self._regs = regs
         self._pc = regs[pc_name]
         self.watch: set[int] = set()
@@ -174,7 +185,7 @@ class UnicornCpu:
         elif self.isa == "aarch64" and intno == 2:
             self._halt(StopKind.SYSCALL, pc - 4, detail="svc")
         elif self.isa == "riscv64" and intno == 8:
-            self._halt(StopKind.SYSCALL, pc, detail="ecall")
+            self._halt(StopKind.SYSCALL, pc - 4, detail="ecall")  # PC is past the ecall
         else:
             self._halt(StopKind.FAULT, pc, detail=f"exception {intno}")
 
@@ -201,7 +212,7 @@ class UnicornCpu:
         if self._stop is not None:
             return self._stop
         here = self.uc.reg_read(self._pc)
-        if self.isa == "riscv64" and err.errno == unicorn.UC_ERR_EXCEPTION:
+        if self.isa == "riscv64" and err.errno in _RV_BREAK_ERRORS:
             word = int.from_bytes(self._peek(here, 4), "little")
             if riscv_break_length(word):
                 return Stop(StopKind.BREAK, here, self._steps, detail="ebreak")

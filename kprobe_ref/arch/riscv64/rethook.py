@@ -1,0 +1,44 @@
+"""riscv64 return-address hijacking for kretprobes and uretprobes.
+
+Mirrors Linux ``arch/riscv/kernel/probes/rethook.c`` (``arch_rethook_prepare``,
+``arch_rethook_fixup_return``).  At function entry the return address is in ``ra``
+(``x1``): it is saved with the stack pointer as the frame, and ``ra`` is pointed at the
+trampoline.  The trampoline is a single ``ebreak``; when the function returns into it
+(``ret`` is ``jalr x0, 0(ra)``, which leaves ``ra`` alone) ``sp`` is back at its entry value,
+so the frame is ``sp``.  The host then sets the PC *and* ``ra`` to the saved address: after an
+unprobed return ``ra`` would still hold the real return address, and a caller may rely on it.
+"""
+
+from __future__ import annotations
+
+from kprobe_ref.arch.base import SimState
+from kprobe_ref.arch.riscv64.encoding import EBREAK
+from kprobe_ref.bits import BV
+from kprobe_ref.ptregs import PtRegs
+
+__all__ = ["TRAMPOLINE", "rethook_prepare", "rethook_return", "return_frame"]
+
+TRAMPOLINE = EBREAK
+"""The trampoline's code: it traps at its first instruction."""
+
+
+def rethook_prepare(s: SimState, trampoline: int) -> tuple[BV, BV]:
+    """At function entry: return ``(real return address, frame)`` and point ``ra`` at the
+    trampoline.  ``frame`` is the stack pointer at entry."""
+    # READ SOURCES
+    ra, sp = s.reg("x1"), s.reg("x2")
+    # WRITE RESULTS
+    s.set_reg("x1", trampoline)
+    return ra, sp
+
+
+def return_frame(regs: PtRegs) -> int:
+    """At the trampoline trap: the frame of the returning call (the callee restored ``sp``)."""
+    return regs.sp
+
+
+def rethook_return(regs: PtRegs, real_ret: int) -> None:
+    """At the trampoline trap: continue at the real return address with ``ra`` holding it,
+    as an unprobed return leaves it."""
+    regs.pc = real_ret
+    regs.set("ra", real_ret)
