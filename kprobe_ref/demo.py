@@ -64,7 +64,9 @@ def _regs_line(regs: PtRegs) -> str:
     return " ".join(f"{n}={regs.get(n):#x}" for n in dict.fromkeys(names))
 
 
-def _find_site(r: Runner, reasons: tuple[str, ...], funcs: tuple[str, ...]) -> tuple[str, Decoded] | None:
+def _find_site(
+    r: Runner, reasons: tuple[str, ...], funcs: tuple[str, ...]
+) -> tuple[str, Decoded] | None:
     for name in funcs:
         if name not in r.image.functions:
             continue

@@ -74,8 +74,10 @@ def test_probes_at_every_instruction_keep_the_result() -> None:
 def test_shared_point_runs_handlers_in_registration_order_and_restores_on_last() -> None:
     m = machine()
     order: list[str] = []
-    a = probe(m, 3, pre_handler=lambda _d, _r: order.append("a"), post_handler=lambda _d, _r: order.append("A"))
-    b = probe(m, 3, pre_handler=lambda _d, _r: order.append("b"), post_handler=lambda _d, _r: order.append("B"))
+    a = probe(m, 3, pre_handler=lambda _d, _r: order.append("a"),
+              post_handler=lambda _d, _r: order.append("A"))
+    b = probe(m, 3, pre_handler=lambda _d, _r: order.append("b"),
+              post_handler=lambda _d, _r: order.append("B"))
     assert len(m.points) == 1
     assert m.call(BASE, 1) == f(1)
     assert order == ["a", "b", "A", "B"]

@@ -34,7 +34,8 @@ def _decoded_class(code: bytes) -> str:
 @pytest.mark.parametrize("cc", range(16))
 @pytest.mark.parametrize("form", ["rel8", "rel32"])
 def test_jcc_every_condition_and_flag_combination(cc: int, form: str) -> None:
-    code = bytes([0x70 | cc, 0x10]) if form == "rel8" else bytes([0x0F, 0x80 | cc]) + (0x10).to_bytes(4, "little")
+    rel32 = bytes([0x0F, 0x80 | cc]) + (0x10).to_bytes(4, "little")
+    code = bytes([0x70 | cc, 0x10]) if form == "rel8" else rel32
     code = code + b"\x90" * 0x20
     assert _decoded_class(code) == f"jcc_{form}"
     fall, target = CODE + len(code) - 0x20, CODE + len(code) - 0x20 + 0x10

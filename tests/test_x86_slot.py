@@ -51,7 +51,7 @@ def test_rip_relative_forms_run_the_same_from_the_slot(name: str) -> None:
     data = bytes(range(256)) * 2
     end = CODE + len(code)
     regs = {"rax": 0x1111, "rcx": 0x2222_3333, "r9": 5, "rsp": 0x70_1000}
-    plain, probed = compare_probed("x86_64", code + b"\x90", regs, {end}, data=data)
+    _plain, probed = compare_probed("x86_64", code + b"\x90", regs, {end}, data=data)
     assert probed.hits == 1
 
 

@@ -60,7 +60,7 @@ _CONFIG: dict[str, tuple[int, int, dict[str, int], str]] = {
 
 
 def _prot(perms: Perms) -> int:
-    p = unicorn.UC_PROT_NONE
+    p: int = unicorn.UC_PROT_NONE
     if "r" in perms:
         p |= unicorn.UC_PROT_READ
     if "w" in perms:

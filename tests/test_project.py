@@ -1,0 +1,63 @@
+"""Project-wide contracts: the public names, the ISA packages' shared module layout, and the
+generated documents matching the decode tables."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import kprobe_ref
+from kprobe_ref import arch
+from kprobe_ref.arch import ARCHES
+from kprobe_ref.docgen import documents
+
+ROOT = Path(__file__).parents[1]
+CONTRACT = """ProbeBuilder KretprobeBuilder ProbeManager ProbePointList PtRegs ProbeData
+KprobeAuxiliaryOps register_kprobe unregister_kprobe register_kretprobe unregister_kretprobe
+register_uprobe unregister_uprobe register_uretprobe unregister_uretprobe
+kprobe_handler_from_break kprobe_handler_from_debug uprobe_handler_from_break
+uprobe_handler_from_debug KprobeError UnsupportedInstruction InvalidAddress
+NotRegistered""".split()
+MACHINE_METHODS = """load_elf add_symbol alloc write read call run regs set_regs map spawn
+call_user process""".split()
+
+
+def test_the_design_contract_names_import() -> None:
+    missing = [n for n in CONTRACT if not hasattr(kprobe_ref, n)]
+    assert not missing
+    from kprobe_ref.sim import GuestFault, Machine, MachineError, StepLimitExceeded
+
+    assert issubclass(GuestFault, MachineError) and issubclass(StepLimitExceeded, MachineError)
+    assert all(callable(getattr(Machine, n)) for n in MACHINE_METHODS)
+    m = Machine("x86_64")
+    assert m.manager is not None and m.points is not None and m.trap_count == 0
+
+
+def _modules(isa: str) -> set[str]:
+    pkg = importlib.import_module(f"kprobe_ref.arch.{isa}")
+    return {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+
+
+def test_every_isa_package_has_the_same_modules() -> None:
+    expected = {"encoding", "decode", "simulate", "slot", "rethook", "regs"}
+    packages = [m.name for m in pkgutil.iter_modules(arch.__path__) if m.ispkg]
+    assert set(packages) >= set(ARCHES)
+    for isa in packages:
+        assert _modules(isa) == expected, isa
+
+
+@pytest.mark.parametrize("rel", sorted(documents()))
+def test_generated_documents_are_current(rel: str) -> None:
+    text = documents()[rel]
+    assert (ROOT / rel).read_text() == text, f"run python -m kprobe_ref.docgen to update {rel}"
+
+
+def test_every_rejected_class_in_the_docs_has_a_reason_code() -> None:
+    from kprobe_ref.reasons import REASONS
+
+    for isa in ARCHES:
+        rows = importlib.import_module(f"kprobe_ref.arch.{isa}.decode").doc_rows()
+        assert all(r[3] in REASONS for r in rows), isa
