@@ -15,14 +15,18 @@ from kprobe_ref.arch import ARCHES
 from kprobe_ref.docgen import documents
 
 ROOT = Path(__file__).parents[1]
-CONTRACT = """ProbeBuilder KretprobeBuilder ProbeManager ProbePointList PtRegs ProbeData
-KprobeAuxiliaryOps register_kprobe unregister_kprobe register_kretprobe unregister_kretprobe
-register_uprobe unregister_uprobe register_uretprobe unregister_uretprobe
-kprobe_handler_from_break kprobe_handler_from_debug uprobe_handler_from_break
-uprobe_handler_from_debug KprobeError UnsupportedInstruction InvalidAddress
-NotRegistered""".split()
-MACHINE_METHODS = """load_elf add_symbol alloc write read call run regs set_regs map spawn
-call_user process""".split()
+CONTRACT = [
+    "ProbeBuilder", "KretprobeBuilder", "ProbeManager", "ProbePointList", "PtRegs", "ProbeData",
+    "KprobeAuxiliaryOps", "register_kprobe", "unregister_kprobe", "register_kretprobe",
+    "unregister_kretprobe", "register_uprobe", "unregister_uprobe", "register_uretprobe",
+    "unregister_uretprobe", "kprobe_handler_from_break", "kprobe_handler_from_debug",
+    "uprobe_handler_from_break", "uprobe_handler_from_debug", "KprobeError",
+    "UnsupportedInstruction", "InvalidAddress", "NotRegistered",
+]
+MACHINE_METHODS = [
+    "load_elf", "add_symbol", "alloc", "write", "read", "call", "run", "regs", "set_regs",
+    "map", "spawn", "call_user", "process",
+]
 
 
 def test_the_design_contract_names_import() -> None:

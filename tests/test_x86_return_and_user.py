@@ -82,8 +82,10 @@ def test_unregister_with_instances_live_still_returns_correctly() -> None:
     rp = register_kretprobe(m.manager, m.points, KretprobeBuilder()
                             .with_symbol_addr(img.symbols["call_op"])
                             .with_ret_handler(lambda _d, _r: fired.append(1)))
-    k = register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(img.symbols["op_add"])
-                        .with_pre_handler(lambda _d, _r: unregister_kretprobe(m.manager, m.points, rp)))
+    k = register_kprobe(m.manager, m.points, ProbeBuilder()
+                        .with_symbol_addr(img.symbols["op_add"])
+                        .with_pre_handler(
+                            lambda _d, _r: unregister_kretprobe(m.manager, m.points, rp)))
     assert m.call(img.symbols["call_op"], 0, 100, 7) == 107
     assert fired == [] and not m.task_kretprobe_instances()
     unregister_kprobe(m.manager, m.points, k)
