@@ -40,7 +40,8 @@ def test_kretprobe_at_every_function_entry(isa: str) -> None:
         returns: list[int] = []
         rp = register_kretprobe(r.m.manager, r.m.points, KretprobeBuilder()
                                 .with_symbol_addr(entry).with_maxactive(4096)
-                                .with_ret_handler(lambda _d, regs, out=returns: out.append(regs.pc)))
+                                .with_ret_handler(
+                                    lambda _d, regs, out=returns: out.append(regs.pc)))
         got = [r.run(name, c) for c in specs[name].cases]
         unregister_kretprobe(r.m.manager, r.m.points, rp)
         if got != want:
