@@ -3,6 +3,9 @@
 Subcommands:
 
 - ``demo [--arch A]``: probes on the bundled sample programs, compared with unprobed runs.
+- ``audit [IMAGE] [--arch A] [--function NAME]... [--inputs FILE] [--json] [--jobs N]
+  [--fail-on-reject NAME]...``: which instructions can be probed, by which rule, and why
+  not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.
 
 Bad input (an unknown ISA, a missing file) prints one line to standard error and exits with
 status 2.
@@ -15,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.errors import KprobeError
+from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
 
 __all__ = ["main"]
 
@@ -25,7 +28,41 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="probe the bundled sample programs")
     demo.add_argument("--arch", default="x86_64", choices=sorted(ARCHES))
+    audit = sub.add_parser("audit", help="probe-safety report for a compiled image")
+    audit.add_argument("image", nargs="?", help="static ELF image (default: the bundled corpus)")
+    audit.add_argument("--arch", help="the image's ISA (checked against the image)")
+    audit.add_argument("--function", action="append", default=[], help="audit only NAME")
+    audit.add_argument("--inputs", help="argument lists for functions (JSON, see docs)")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--jobs", type=int, default=1, help="worker processes")
+    audit.add_argument("--fail-on-reject", action="append", default=[], metavar="NAME",
+                       help="exit 1 if function NAME has an instruction that cannot be probed")
     return p
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kprobe_ref.audit import run
+    from kprobe_ref.verify import bundled_image, bundled_specs, load_specs
+
+    if args.jobs < 1:
+        raise InvalidProbeDefinition("--jobs must be at least 1")
+    if args.arch is not None and args.arch not in ARCHES:
+        raise InvalidProbeDefinition(f"unknown ISA {args.arch!r} (known: {', '.join(ARCHES)})")
+    specs = {}
+    if args.inputs is not None:
+        try:
+            specs = load_specs(Path(args.inputs).read_text())
+        except OSError as exc:
+            raise InvalidProbeDefinition(f"cannot read {args.inputs}: {exc.strerror}") from None
+    if args.image is None:
+        isas = [args.arch] if args.arch else sorted(ARCHES)
+        images = [(str(bundled_image(i)), i, specs or bundled_specs(i)) for i in isas]
+    else:
+        images = [(args.image, args.arch, specs)]
+    return run(images, args.function, args.jobs, args.json, args.fail_on_reject, sys.stdout,
+               sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kprobe_ref.demo import run_demo
 
             return run_demo(sys.stdout, args.arch)
+        if args.command == "audit":
+            return _audit(args)
     except KprobeError as exc:
         print(f"kprobe-ref: {exc}", file=sys.stderr)
         return 2

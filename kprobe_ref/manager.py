@@ -47,6 +47,7 @@ __all__ = [
     "Status",
     "attach_probe",
     "call_handler",
+    "check_probe",
     "check_registered",
     "kprobe_fault_handler",
     "kprobe_handler_from_break",
@@ -213,6 +214,14 @@ def _new_point(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint
         )
     _check_sequence(m, points, addr, d.length)
     return ProbePoint(addr, m.pid, d.raw, d, m.arch.breakpoint(d, m.user))
+
+
+def check_probe(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint:
+    """Answer "can the instruction at ``addr`` be probed, and how?" without changing
+    anything: return the point registration would create (decoded verdict, class and reason,
+    breakpoint), or raise the ``KprobeError`` registration would raise."""
+    existing = points.get(addr)
+    return existing if existing is not None else _new_point(m, points, addr)
 
 
 def _install_slot(m: ProbeManager, point: ProbePoint) -> None:
