@@ -96,6 +96,35 @@ REASONS: dict[str, str] = {
         "fence.i orders instruction fetch after earlier stores: it belongs to code-patching "
         "sequences, which race with the probe's own patching of code."
     ),
+    "loongarch64-atomic-memory-access": (
+        "An AM* atomic read-modify-write (amswap, amadd, amcas... and their _db forms): "
+        "refused as Linux refuses it (insns_not_supported). Each is one atomic "
+        "instruction, but the _db forms are also barriers and the stepped copy would run "
+        "with the trap path's memory ordering in between, so no step is offered."
+    ),
+    "loongarch64-csr-access": (
+        "Reads or writes a control and status register (csrrd, csrwr, csrxchg, and the "
+        "guest gcsr* forms): CSRs hold the trap state the probe path itself uses and "
+        "changes (crmd, prmd, era, estat)."
+    ),
+    "loongarch64-iocsr-access": (
+        "An IOCSR access (iocsrrd.*, iocsrwr.*): privileged device and inter-processor "
+        "register access whose side effects a step cannot undo or repeat safely."
+    ),
+    "loongarch64-cache-maintenance": (
+        "cacop maintains caches (including the instruction cache): it belongs to "
+        "code-patching and DMA sequences, which race with the probe's own patching."
+    ),
+    "loongarch64-tlb-maintenance": (
+        "A TLB maintenance or page-walk instruction (tlbclr, tlbflush, tlbsrch, tlbrd, "
+        "tlbwr, tlbfill, invtlb, lddir, ldpte): privileged, acts on TLB CSR state that the "
+        "trap path may change, and is used by the TLB refill handler itself."
+    ),
+    "loongarch64-lbt-jump": (
+        "jiscr0/jiscr1 of the binary translation extension (and the reserved bceqz/bcnez "
+        "forms beside them): PC-relative jumps that depend on LBT scratch state outside "
+        "pt_regs, so they can neither be simulated nor stepped."
+    ),
 }
 
 

@@ -563,6 +563,55 @@ def gen_branch(g: Gen) -> None:
         g.add(Case("jirl", "branch", [f"jirl {r(rd)}, {r(rj)}, {off}"], regs, layout=lay))
 
 
+F64_EDGE = [
+    0x0000000000000000,  # +0.0
+    0x8000000000000000,  # -0.0
+    0x3FF0000000000000,  # 1.0
+    0xBFF0000000000000,  # -1.0
+    0x7FF0000000000000,  # +inf
+    0xFFF0000000000000,  # -inf
+    0x7FF8000000000000,  # quiet NaN
+    0x7FF4000000000000,  # signalling NaN
+    0x0000000000000001,  # smallest subnormal
+    0x7FEFFFFFFFFFFFFF,  # largest finite
+]
+F64_PAIRS = [(0, 0x8000000000000000), (0x3FF0000000000000, 0x3FF0000000000000),
+             (0xBFF0000000000000, 0x3FF0000000000000), (0x7FF8000000000000, 0x3FF0000000000000),
+             (0x3FF0000000000000, 0x7FF8000000000000), (0x7FF0000000000000, 0x7FEFFFFFFFFFFFFF),
+             (0xFFF0000000000000, 0x7FF0000000000000), (1, 0)]
+
+
+def gen_fp(g: Gen) -> None:
+    """The FP instructions the corpus executes (la_fcc).  Records hold general registers
+    and fcc only, so each case moves its operands in with movgr2fr.d and, where the result
+    is an FP register, out with movfr2gr.d; $f10/$f11 are used because the landing block
+    borrows $f0..$f2.  The kind names the instruction under test."""
+    rng = g.rng
+    for idx in range(CASES_PER_KIND):
+        a = F64_EDGE[idx] if idx < 6 else rand_val(rng)
+        rd, rj = g.regs(2, idx)
+        g.add(Case("movgr2fr.d", "fp", [f"movgr2fr.d $f10, {r(rj)}", f"movfr2gr.d {r(rd)}, $f10"],
+                   {rj: a}))
+    ints = [0, 1, M64, 0x8000000000000000, 0x7FFFFFFFFFFFFFFF, 0x20000000000001,
+            0xFFDFFFFFFFFFFFFF, 0x123456789ABCDEF1]
+    for idx in range(CASES_PER_KIND):
+        a = ints[idx] if idx < len(ints) else rand_val(rng)
+        rd, rj = g.regs(2, idx)
+        g.add(Case("ffint.d.l", "fp", [f"movgr2fr.d $f10, {r(rj)}", "ffint.d.l $f11, $f10",
+                                       f"movfr2gr.d {r(rd)}, $f11"], {rj: a}))
+    for kind in ("fcmp.clt.d", "fcmp.ceq.d"):
+        for idx in range(CASES_PER_KIND):
+            if idx < len(F64_PAIRS):
+                a, b = F64_PAIRS[idx]
+            else:
+                a, b = rng.choice([*F64_EDGE, rand_val(rng)]), rand_val(rng)
+            rj, rk = rng.sample(range(1, 32), 2)
+            cd = rng.randrange(8)
+            g.add(Case(kind, "fp", [f"movgr2fr.d $f10, {r(rj)}", f"movgr2fr.d $f11, {r(rk)}",
+                                    f"{kind} $fcc{cd}, $f10, $f11"], {rj: a, rk: b},
+                       fcc=[rng.randrange(2) for _ in range(8)]))
+
+
 GROUPS: dict[str, Callable[[Gen], None]] = {
     "alu": gen_alu,
     "shift": gen_shift,
@@ -573,6 +622,7 @@ GROUPS: dict[str, Callable[[Gen], None]] = {
     "mem": gen_mem,
     "atomic": gen_atomic,
     "branch": gen_branch,
+    "fp": gen_fp,
 }
 
 

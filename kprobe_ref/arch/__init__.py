@@ -93,9 +93,10 @@ class ArchOps(Protocol):
 
 
 def _registry() -> dict[str, ArchOps]:
-    from kprobe_ref.arch import aarch64, riscv64, x86_64
+    from kprobe_ref.arch import aarch64, loongarch64, riscv64, x86_64
 
-    return {"x86_64": x86_64.OPS, "aarch64": aarch64.OPS, "riscv64": riscv64.OPS}
+    return {"x86_64": x86_64.OPS, "aarch64": aarch64.OPS, "riscv64": riscv64.OPS,
+            "loongarch64": loongarch64.OPS}
 
 
 ARCHES: dict[str, ArchOps] = _registry()

@@ -48,7 +48,7 @@ class Image:
     entry: int
     segments: list[Segment] = field(default_factory=list)
     symbols: dict[str, int] = field(default_factory=dict)
-    """Every defined function and data symbol, by name."""
+    """Every defined function, data and plain label symbol, by name."""
     sizes: dict[str, int] = field(default_factory=dict)
     functions: dict[str, int] = field(default_factory=dict)
     """Function symbols with a nonzero size, by name."""
@@ -58,13 +58,16 @@ def _perms(flags: int) -> str:
     return ("r" if flags & 4 else "") + ("w" if flags & 2 else "") + ("x" if flags & 1 else "")
 
 
+_KINDS = ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE")
+
+
 def _symbols(elf: ELFFile, image: Image) -> None:
     for section in elf.iter_sections():
         if not isinstance(section, SymbolTableSection):
             continue
         for sym in section.iter_symbols():
             kind, shndx = sym["st_info"]["type"], sym["st_shndx"]
-            if not sym.name or shndx == "SHN_UNDEF" or kind not in ("STT_FUNC", "STT_OBJECT"):
+            if not sym.name or shndx == "SHN_UNDEF" or kind not in _KINDS:
                 continue
             image.symbols[sym.name] = sym["st_value"]
             image.sizes[sym.name] = sym["st_size"]

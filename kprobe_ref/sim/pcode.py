@@ -10,7 +10,8 @@ How one instruction runs:
    cache; on a miss its bytes are fetched (at most 16, never across a page the guest may not
    execute), translated with ``max_instructions=1`` and compiled: each P-code op becomes a
    small closure over a :class:`State`.  LoongArch words first go through
-   :mod:`kprobe_ref.sim.loongarch_overrides`, which replaces Ghidra's P-code where the
+   :mod:`kprobe_ref.sim.loongarch_overrides` (aarch64 words through
+   :mod:`kprobe_ref.sim.aarch64_overrides`), which replaces Ghidra's P-code where the
    specification is wrong.
 2. The closures run in order.  Each returns the index of the next op, or ``EXIT`` after it
    set ``State.next_pc`` (a branch out of the instruction).  Relative branches (a target in
@@ -45,7 +46,7 @@ import z3
 
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
-from kprobe_ref.sim import loongarch_overrides
+from kprobe_ref.sim import aarch64_overrides, loongarch_overrides
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
 
 __all__ = [
@@ -1189,6 +1190,10 @@ class PcodeCpu:
             insn = self._loongarch_override(pc, int.from_bytes(code[:4], "little"))
             if insn is not None:
                 return self._remember(insn)
+        if self.isa == "aarch64" and len(code) >= 4:
+            insn = self._aarch64_override(pc, int.from_bytes(code[:4], "little"))
+            if insn is not None:
+                return self._remember(insn)
         try:
             tx = self.ctx.translate(code, base_address=pc, max_instructions=1)
             dx = self.ctx.disassemble(code, base_address=pc, max_instructions=1)
@@ -1209,6 +1214,20 @@ class PcodeCpu:
         if entry is None:
             return None
         view = _LoongArchView(self)
+
+        def op(st: State) -> int:
+            entry.fn(view, word)
+            st.next_pc = (pc + 4) & bits.mask(64)
+            return EXIT
+
+        return _Insn(pc, 4, entry.mnemonic, [op], False)
+
+    def _aarch64_override(self, pc: int, word: int) -> _Insn | None:
+        """Compile an aarch64 override for ``word`` if the table has one."""
+        entry = aarch64_overrides.lookup(word)
+        if entry is None:
+            return None
+        view = _Aarch64View(self)
 
         def op(st: State) -> int:
             entry.fn(view, word)
@@ -1270,6 +1289,35 @@ class PcodeCpu:
               fault_addr: int | None = None) -> Stop:
         self.reg_write(self._pc_name, pc)
         return Stop(kind, pc, steps, code, detail, fault_addr)
+
+
+class _Aarch64View:
+    """What an aarch64 override sees of the CPU (see
+    :class:`kprobe_ref.sim.aarch64_overrides.Machine`)."""
+
+    def __init__(self, cpu: PcodeCpu) -> None:
+        self._cpu = cpu
+
+    def x(self, n: int) -> BV:
+        """``X<n>``; 31 reads 0."""
+        return 0 if n == 31 else self._cpu.state.get(self._cpu.regmap[f"x{n}"])
+
+    def set_x(self, n: int, value: BV) -> None:
+        """Write ``X<n>``; 31 is dropped."""
+        if n != 31:
+            self._cpu.state.set(self._cpu.regmap[f"x{n}"], bits.wrap(value))
+
+    def sp(self) -> BV:
+        """The stack pointer."""
+        return self._cpu.state.get(self._cpu.regmap["sp"])
+
+    def set_sp(self, value: BV) -> None:
+        """Write the stack pointer."""
+        self._cpu.state.set(self._cpu.regmap["sp"], bits.wrap(value))
+
+    def load(self, addr: BV, size: int) -> BV:
+        """Guest memory read."""
+        return self._cpu.state.load(addr, size)
 
 
 class _LoongArchView:

@@ -1,0 +1,79 @@
+"""loongarch64: the ISA hooks of the probe engine.
+
+Mirrors Linux ``arch/loongarch/kernel/kprobes.c``, ``uprobes.c`` and ``rethook.c``.
+Breakpoints are ``break`` with Linux's codes (``asm/break.h``): ``break 10`` over a
+kprobed word, ``break 11`` at the end of a kernel step and as the kernel return
+trampoline, ``break 12`` over a uprobed word, ``break 13`` at the end of a user step and as
+the user trampoline.  The trap frame's ``csr_era`` is the address of the ``break`` itself.
+Instructions are fixed 4-byte words, so any 4-aligned address is a boundary; slots never
+need relocation, so they may be anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
+from kprobe_ref.arch.loongarch64 import decode as _decode
+from kprobe_ref.arch.loongarch64 import encoding, regs, rethook, simulate, slot
+from kprobe_ref.bits import BV
+from kprobe_ref.ptregs import PtRegs
+
+__all__ = ["OPS", "LoongArch64"]
+
+
+class LoongArch64:
+    """The loongarch64 implementation of :class:`kprobe_ref.arch.ArchOps`."""
+
+    name = "loongarch64"
+    regs_class: type[PtRegs] = regs.LoongArchPtRegs
+    insn_align = 4
+    max_insn_len = 4
+    slot_size = slot.SLOT_SIZE
+    slot_reach = 1 << 63
+    variable_length = False
+    stack_align = 16
+    link_register: str | None = "r1"
+    cpu_regs: Mapping[str, str] = regs.CPU_REGS
+
+    def decode(self, code: bytes, addr: int, user: bool) -> Decoded:
+        return _decode.decode(code, addr, user)
+
+    def insn_length(self, code: bytes, addr: int) -> int:
+        return 4 if len(code) >= 4 else 0
+
+    def breakpoint(self, decoded: Decoded, user: bool) -> bytes:
+        return encoding.BREAK_UPROBE if user else encoding.BREAK_KPROBE
+
+    def step_breakpoint(self, user: bool) -> bytes:
+        return slot.step_break(user)
+
+    def trap_address(self, regs: PtRegs) -> int:
+        return regs.pc
+
+    def trap_pc(self, addr: int) -> int:
+        return addr
+
+    def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
+        return slot.build_slot(decoded, slot_addr, user)
+
+    def simulate(self, decoded: Decoded, state: SimState) -> None:
+        simulate.simulate(decoded, state)
+
+    def sequence_hazard(self, code: bytes, start: int, addr: int) -> str | None:
+        return _decode.sequence_hazard(code, start, addr)
+
+    def trampoline(self, user: bool) -> bytes:
+        return rethook.trampoline(user)
+
+    def rethook_prepare(self, regs: PtRegs, state: SimState, trampoline: int) -> tuple[BV, BV]:
+        return rethook.rethook_prepare(state, trampoline)
+
+    def rethook_return(self, regs: PtRegs, real_ret: int) -> None:
+        rethook.rethook_return(regs, real_ret)
+
+    def return_frame(self, regs: PtRegs) -> int:
+        return rethook.return_frame(regs)
+
+
+OPS = LoongArch64()
