@@ -35,7 +35,7 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "call": (("call-indirect", "call-relative"), ("call_op", "fold_ops", "ackermann_small")),
     "pc-relative data": (
         ("rip-relative-operand", "pc-relative-address", "pc-relative-load"),
-        ("counter_bump", "weighted_sum", "prime_at"),
+        ("counter_bump", "weighted_sum", "prime_at", "rv_auipc_data"),
     ),
     "plain": (("no-pc-use",), ("popcount_manual", "parity64")),
 }
