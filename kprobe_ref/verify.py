@@ -174,7 +174,8 @@ class Runner:
         self.buffers = [self.m.alloc(page_up(MIN_BUFFER * 16)) for _ in range(BUFFER_SLOTS)]
         self.buffer_size = page_up(MIN_BUFFER * 16)
         self._writable = [s for s in self.image.segments if "w" in s.perms]
-        self._pristine_regs = self.m.regs()
+        self.initial_regs = self.m.regs()
+        """The registers every run starts from (the CPU's reset values)."""
 
     def instructions(self, name: str) -> list[int]:
         """The addresses of the instructions of function ``name``, in order."""
@@ -192,7 +193,7 @@ class Runner:
     def _reset(self, case: Case) -> list[int]:
         for seg in self._writable:
             self.m.write(seg.vaddr, seg.data + bytes(seg.memsz - len(seg.data)))
-        self.m.set_regs(self._pristine_regs)
+        self.m.set_regs(self.initial_regs)
         ints, slot = [], 0
         for arg in case.args:
             if isinstance(arg, Buffer):

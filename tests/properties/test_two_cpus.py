@@ -40,7 +40,7 @@ def _runners(isa: str) -> tuple[Runner, Runner]:
     reset NZCV is 0b0100 where the P-code CPU's is 0; the Arm ARM leaves it UNKNOWN)."""
     uni = Runner(isa, bundled_image(isa), cpu="unicorn")
     pc = Runner(isa, bundled_image(isa), cpu="pcode")
-    pc._pristine_regs = uni._pristine_regs.copy()
+    pc.initial_regs = uni.initial_regs.copy()
     return uni, pc
 
 
