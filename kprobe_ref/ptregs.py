@@ -73,7 +73,8 @@ class PtRegs:
         """Return a register by field name or architectural name."""
         field, index = self._resolve(name)
         if index is None:
-            return int(self.__dict__[field])
+            scalar: int = self.__dict__[field]
+            return scalar
         value: int = self.__dict__[field][index]
         return value
 

@@ -11,6 +11,7 @@ unprobed return ``ra`` would still hold the real return address, and a caller ma
 
 from __future__ import annotations
 
+from kprobe_ref import bits
 from kprobe_ref.arch.base import SimState
 from kprobe_ref.arch.riscv64.encoding import EBREAK
 from kprobe_ref.bits import BV
@@ -38,7 +39,9 @@ def return_frame(regs: PtRegs) -> int:
 
 
 def rethook_return(regs: PtRegs, real_ret: int) -> None:
-    """At the trampoline trap: continue at the real return address with ``ra`` holding it,
-    as an unprobed return leaves it."""
-    regs.pc = real_ret
+    """At the trampoline trap: continue where the unprobed ``ret`` (``jalr x0, 0(ra)``)
+    would, the saved ``ra`` with bit 0 cleared, and leave ``ra`` holding the saved value, as
+    the unprobed return does.  (Without the clearing an odd ``ra`` would diverge: the proof
+    of the trampoline obligation found it.)"""
+    regs.pc = bits.and_(real_ret, ~1 & ((1 << 64) - 1))
     regs.set("ra", real_ret)
