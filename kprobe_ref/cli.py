@@ -3,6 +3,11 @@
 Subcommands:
 
 - ``demo [--arch A]``: probes on the bundled sample programs, compared with unprobed runs.
+- ``prove [--arch A] [--json]``: run every proof obligation; a table (or JSON), counts per
+  ISA and obligation kind, the total time; exit status 1 if any obligation fails.
+- ``reloc --arch A --bytes HEX --addr ADDR [--slot ADDR]``: the verdict and rule for one
+  instruction, and its proof for all register states or a concrete counterexample (exit
+  status 1).
 - ``audit [IMAGE] [--arch A] [--function NAME]... [--inputs FILE] [--json] [--jobs N]
   [--fail-on-reject NAME]...``: which instructions can be probed, by which rule, and why
   not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.
@@ -37,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--jobs", type=int, default=1, help="worker processes")
     audit.add_argument("--fail-on-reject", action="append", default=[], metavar="NAME",
                        help="exit 1 if function NAME has an instruction that cannot be probed")
+    from kprobe_ref.proofs.commands import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -75,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(sys.stdout, args.arch)
         if args.command == "audit":
             return _audit(args)
+        if args.command in ("prove", "reloc"):
+            from kprobe_ref.proofs.commands import run
+
+            return run(args)
     except KprobeError as exc:
         print(f"kprobe-ref: {exc}", file=sys.stderr)
         return 2

@@ -5,3 +5,22 @@ One module per ISA, written from the architecture manuals and independently of
 semantics over a symbolic instruction address, registers, flags and memory.  Installed as
 ``kprobe_ref.models``.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+__all__ = ["MODULES", "model"]
+
+MODULES: dict[str, str] = {
+    "x86_64": "kprobe_ref.models.x86_64",
+    "aarch64": "kprobe_ref.models.aarch64",
+    "riscv64": "kprobe_ref.models.riscv64",
+}
+"""ISA -> its model module (one line per ISA; ``loongarch64`` goes here)."""
+
+
+def model(isa: str) -> ModuleType:
+    """The model module of ``isa``."""
+    return import_module(MODULES[isa])
