@@ -52,6 +52,9 @@ class InstructionReport:
     verdict: str
     rule: str
     reason: str
+    proved: bool | None = None
+    """Whether the rule is proved by the obligations ``kprobe-ref prove`` runs (``None``:
+    rejected, or proofs not consulted)."""
     verified: str = "not-run"
     """``ok``, ``divergent``, ``not-run`` (no inputs, or rejected)."""
     hits: int = 0
@@ -248,13 +251,26 @@ def audit_image(
     return image.isa, reports
 
 
+def mark_proved(isa: str, reports: list[FunctionReport], jobs: int) -> None:
+    """Fill in each instruction's ``proved`` from the ISA's proof obligations."""
+    from kprobe_ref.proofs.status import ProofStatus
+
+    status = ProofStatus(isa, jobs)
+    for f in reports:
+        for i in f.instructions:
+            i.proved = status.rule(i.verdict, i.rule)
+
+
 def summarize(reports: list[FunctionReport]) -> dict[str, object]:
-    """Counts per verdict, per reason of rejection, and of verification outcomes."""
+    """Counts per verdict, per reason of rejection, of proved rules and of verification
+    outcomes."""
     insns = [i for f in reports for i in f.instructions]
     return {
         "functions": len(reports),
         "instructions": len(insns),
         "verdicts": dict(Counter(i.verdict for i in insns)),
+        "proved": dict(Counter({True: "proved", False: "unproved", None: "n/a"}[i.proved]
+                               for i in insns)),
         "rejections": dict(Counter(i.reason for i in insns if i.verdict == "reject")),
         "verified": dict(Counter(i.verified for i in insns)),
         "divergent": sum(i.verified == "divergent" for i in insns),
@@ -288,14 +304,16 @@ def _human(isa: str, path: str, reports: list[FunctionReport], out: TextIO) -> N
     s = summarize(reports)
     out.write(f"{path} ({isa}): {s['functions']} functions, {s['instructions']} instructions\n")
     out.write(f"  verdicts: {_counts(s['verdicts'])}\n")
+    out.write(f"  rules:    {_counts(s['proved'])}\n")
     out.write(f"  verified: {_counts(s['verified'])}\n")
-    out.write(f"  {'function':28} {'insns':>5} {'sim':>4} {'step':>4} {'rej':>4} {'ok':>4} "
-              f"{'div':>4}  inputs\n")
+    out.write(f"  {'function':28} {'insns':>5} {'sim':>4} {'step':>4} {'rej':>4} {'prv':>4} "
+              f"{'ok':>4} {'div':>4}  inputs\n")
     for f in reports:
         c = Counter(i.verdict for i in f.instructions)
         v = Counter(i.verified for i in f.instructions)
+        proved = sum(i.proved is True for i in f.instructions)
         out.write(f"  {f.name[:28]:28} {len(f.instructions):5} {c['simulate']:4} {c['step']:4} "
-                  f"{c['reject']:4} {v['ok']:4} {v['divergent']:4}  {f.inputs}"
+                  f"{c['reject']:4} {proved:4} {v['ok']:4} {v['divergent']:4}  {f.inputs}"
                   f"{' (' + str(f.cases) + ' cases)' if f.cases else ''}\n")
     for f in reports:
         for i in f.instructions:
@@ -321,6 +339,7 @@ def run(
     fail_on_reject: list[str],
     out: TextIO,
     err: TextIO,
+    proofs: bool = True,
 ) -> int:
     """Audit each (image, isa, specs); print; return the exit status (1 on a divergence or
     a rejection inside a ``fail_on_reject`` function)."""
@@ -330,6 +349,8 @@ def run(
     for path, isa, specs in images:
         progress = _progress_bar(err) if err.isatty() and not as_json_output else None
         found_isa, reports = audit_image(path, isa, functions, specs, jobs, progress=progress)
+        if proofs:
+            mark_proved(found_isa, reports, jobs)
         if as_json_output:
             documents.append(as_json(found_isa, path, reports))
         else:

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--jobs", type=int, default=1, help="worker processes")
     audit.add_argument("--fail-on-reject", action="append", default=[], metavar="NAME",
                        help="exit 1 if function NAME has an instruction that cannot be probed")
+    audit.add_argument("--no-proofs", action="store_true",
+                       help="do not run the proof obligations (no 'proved' column)")
     from kprobe_ref.proofs.commands import add_commands
 
     add_commands(sub)
@@ -70,7 +72,7 @@ def _audit(args: argparse.Namespace) -> int:
     else:
         images = [(args.image, args.arch, specs)]
     return run(images, args.function, args.jobs, args.json, args.fail_on_reject, sys.stdout,
-               sys.stderr)
+               sys.stderr, proofs=not args.no_proofs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

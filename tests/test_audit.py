@@ -105,14 +105,19 @@ def test_integer_only_functions_get_drawn_inputs_from_dwarf(isa: str, tmp_path: 
 
 
 def test_cli_json_on_one_bundled_function(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["audit", str(bundled_image("x86_64")), "--function", "gcd", "--json"]) == 0
+    inputs = Path(bundled_image("x86_64")).parents[1] / "functions.json"
+    args = ["audit", str(bundled_image("x86_64")), "--function", "gcd", "--json",
+            "--inputs", str(inputs)]
+    assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["isa"] == "x86_64" and doc["summary"]["divergent"] == 0
-    assert doc["functions"][0]["name"] == "gcd"
+    gcd = doc["functions"][0]
+    assert gcd["name"] == "gcd" and gcd["inputs"] == "file"
+    assert all(i["proved"] is True and i["verified"] == "ok" for i in gcd["instructions"])
 
 
 def test_fail_on_reject(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["audit", str(bundled_image("x86_64")), "--function", "x86_indirect"]
+    args = ["audit", str(bundled_image("x86_64")), "--function", "x86_indirect", "--no-proofs"]
     assert main([*args, "--fail-on-reject", "x86_indirect"]) == 1
     assert "cannot be probed" in capsys.readouterr().err
     assert main(args) == 0
