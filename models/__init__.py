@@ -17,8 +17,9 @@ MODULES: dict[str, str] = {
     "x86_64": "kprobe_ref.models.x86_64",
     "aarch64": "kprobe_ref.models.aarch64",
     "riscv64": "kprobe_ref.models.riscv64",
+    "loongarch64": "kprobe_ref.models.loongarch64",
 }
-"""ISA -> its model module (one line per ISA; ``loongarch64`` goes here)."""
+"""ISA -> its model module (one line per ISA)."""
 
 
 def model(isa: str) -> ModuleType:

@@ -7,7 +7,8 @@
 - ``decode-pc`` (fixed-width ISAs): no word the table steps out of line (one no row
   matches) satisfies the predicate of any class that reads or writes the PC, as the model
   lists them from the manual.  Words the implementation also refuses because capstone
-  cannot decode them are included: the claim is stronger than needed.
+  (loongarch64: Ghidra's specification) cannot decode them are included: the claim is
+  stronger than needed.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from kprobe_ref.proofs.core import Obligation, Result, prove, timed
 
 __all__ = ["slot_obligations"]
 
-_LENGTHS = {"x86_64": range(1, 16), "aarch64": (4,), "riscv64": (2, 4)}
+_LENGTHS = {"x86_64": range(1, 16), "aarch64": (4,), "riscv64": (2, 4), "loongarch64": (4,)}
 
 
 def _patch(mem: Any, addr: z3.BitVecRef, data: list[Any]) -> Any:

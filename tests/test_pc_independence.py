@@ -24,7 +24,8 @@ import pytest
 from kprobe_ref.arch import get_arch
 from kprobe_ref.arch.base import Verdict
 
-LANGS = {"aarch64": "AARCH64:LE:64:v8A", "riscv64": "RISCV:LE:64:RV64GC"}
+LANGS = {"aarch64": "AARCH64:LE:64:v8A", "riscv64": "RISCV:LE:64:RV64GC",
+         "loongarch64": "Loongarch:LE:64:lp64d"}
 ADDRS = (0x0000_0000_0040_1000, 0x7FFF_A5A5_5A5A_0F00)
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 WORDS = int(os.environ.get("PC_WORDS", 200_000 if THOROUGH else 20_000))
@@ -74,7 +75,7 @@ def _check(isa: str, words: list[bytes]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isa", ["aarch64", "riscv64"])
+@pytest.mark.parametrize("isa", ["aarch64", "riscv64", "loongarch64"])
 def test_random_stepped_words_do_not_depend_on_the_pc(isa: str) -> None:
     rng = random.Random(isa)
     words = [rng.getrandbits(32) for _ in range(WORDS)]

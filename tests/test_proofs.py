@@ -67,6 +67,14 @@ def test_reloc_on_rip_relative_mov_with_near_slot_is_proved() -> None:
     assert out.returncode == 0 and "proved for all register states" in out.stdout
 
 
+def test_reloc_on_a_loongarch_jirl_is_proved() -> None:
+    # jirl ra, ra, 8: the target reads ra before the link is written.
+    out = _cli("reloc", "--arch", "loongarch64", "--bytes", "2108004c", "--addr",
+               "0x9000000000401000")
+    assert out.returncode == 0, out.stdout
+    assert "jirl" in out.stdout and "proved for all register states" in out.stdout
+
+
 def test_reloc_on_an_undecodable_byte_says_rejected() -> None:
     out = _cli("reloc", "--arch", "x86_64", "--bytes", "06", "--addr", "0x1000")
     assert out.returncode == 0 and "reject" in out.stdout and "undecodable" in out.stdout
