@@ -3,7 +3,8 @@ line translates (Ghidra P-code through pypcode) to the same operations at two di
 addresses, except for the fall-through address.
 
 Words per ISA: ``PC_WORDS`` (default 200,000; 1,000,000 with
-``HYPOTHESIS_PROFILE=thorough``; about 40 s for 200,000 words of each ISA on this machine).  riscv64 also covers all 65,536 16-bit encodings.
+``HYPOTHESIS_PROFILE=thorough``; about 40 s for 200,000 words of each ISA on this
+machine).  riscv64 also covers all 65,536 16-bit encodings.
 
 One difference is allowed besides the fall-through: the instruction's own address passed
 to a user-defined operation (``CALLOTHER``), which is how the specifications raise an
