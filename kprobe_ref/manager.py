@@ -18,9 +18,11 @@ had not run.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from kprobe_ref.arch import ArchOps, Verdict, get_arch
@@ -158,6 +160,23 @@ def _read_code(m: ProbeManager, points: ProbePointList, addr: int) -> bytes:
     return points.overlay_original(addr, m.aux.read_memory(addr, n, m.pid))
 
 
+@lru_cache(maxsize=256)
+def _boundaries(isa: str, start: int, code: bytes) -> tuple[tuple[int, ...], int | None]:
+    """The instruction start addresses of ``code`` decoded from ``start``, and the address
+    where decoding stopped on bytes that do not decode (``None`` when all of it did).
+    Cached: registering many probes in one function decodes it once."""
+    arch = get_arch(isa)
+    starts: list[int] = []
+    off = 0
+    while off < len(code):
+        n = arch.insn_length(code[off:], start + off)
+        if n == 0:
+            return tuple(starts), start + off
+        starts.append(start + off)
+        off += n
+    return tuple(starts), None
+
+
 def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
     """A probe inside a known function must start an instruction, found by decoding from
     the function's start (variable-length ISAs only)."""
@@ -166,17 +185,17 @@ def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
         return
     start, size = func
     code = points.overlay_original(start, m.aux.read_memory(start, size, m.pid))
-    pc = start
-    while pc < addr:
-        n = m.arch.insn_length(code[pc - start :], pc)
-        if n == 0:
-            raise InvalidAddress(f"cannot decode {pc:#x} on the way from {start:#x} to {addr:#x}")
-        pc += n
-    if pc != addr:
-        raise InvalidAddress(
-            f"{addr:#x} is not an instruction boundary: the instruction at "
-            f"{pc - n:#x} covers it (function starts at {start:#x})"
-        )
+    starts, stuck = _boundaries(m.arch.name, start, code)
+    i = bisect.bisect_right(starts, addr) - 1
+    if i >= 0 and starts[i] == addr:
+        return
+    if stuck is not None and stuck <= addr:
+        raise InvalidAddress(f"cannot decode {stuck:#x} on the way from {start:#x} to {addr:#x}")
+    covering = starts[i] if i >= 0 else start
+    raise InvalidAddress(
+        f"{addr:#x} is not an instruction boundary: the instruction at "
+        f"{covering:#x} covers it (function starts at {start:#x})"
+    )
 
 
 def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: int) -> None:
