@@ -23,7 +23,17 @@ from typing import Protocol
 
 from kprobe_ref.bits import BV
 
-__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict"]
+__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "compile_pattern"]
+
+
+def compile_pattern(bits: str) -> tuple[int, int]:
+    """``(mask, match)`` of a decode-table bit pattern, most significant bit first: ``0`` and
+    ``1`` are fixed bits, any other character (a field letter, ``x``) is free, spaces are
+    ignored.  A word belongs to the pattern when ``word & mask == match``."""
+    bits = bits.replace(" ", "")
+    mask = int("".join("1" if b in "01" else "0" for b in bits), 2)
+    match = int("".join("1" if b == "1" else "0" for b in bits), 2)
+    return mask, match
 
 
 class Verdict(enum.Enum):

@@ -15,6 +15,8 @@ from functools import cache
 
 import capstone
 
+from kprobe_ref.arch import base
+
 __all__ = [
     "BRK_KPROBE",
     "BRK_STEP",
@@ -85,10 +87,7 @@ def _bits(pattern: str) -> str:
 
 def compile_pattern(pattern: str) -> tuple[int, int]:
     """``(mask, match)`` of a pattern: a word is in the row when ``w & mask == match``."""
-    bits = _bits(pattern)
-    mask = int("".join("1" if b in "01" else "0" for b in bits), 2)
-    match = int("".join("1" if b == "1" else "0" for b in bits), 2)
-    return mask, match
+    return base.compile_pattern(_bits(pattern))
 
 
 @cache

@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 
 import capstone
 
-from kprobe_ref.arch.base import Decoded, Verdict
+from kprobe_ref.arch.base import Decoded, Verdict, compile_pattern
 from kprobe_ref.arch.riscv64 import encoding as enc
 
 __all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "is_lr", "is_sc", "lookup"]
@@ -66,9 +66,7 @@ class Row:
     @cached_property
     def mask_match(self) -> tuple[int, int]:
         """``(mask, match)``: a word is in the class when ``word & mask == match``."""
-        mask = int("".join("1" if b in "01" else "0" for b in self.bits), 2)
-        match = int("".join("1" if b == "1" else "0" for b in self.bits), 2)
-        return mask, match
+        return compile_pattern(self.bits)
 
     def matches(self, w: int, width: int) -> bool:
         """Tell whether the ``width``-bit instruction ``w`` belongs to this row's class."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from kprobe_ref.arch.base import Decoded, Verdict
+from kprobe_ref.arch.base import Decoded, Verdict, compile_pattern
 from kprobe_ref.arch.x86_64 import encoding
 from kprobe_ref.arch.x86_64.encoding import (
     MAP_0F,
@@ -29,12 +29,9 @@ SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
 
 def _compile(pattern: str) -> tuple[int, int]:
-    bits = pattern.replace(" ", "")
-    if len(bits) != 8:
+    if len(pattern.replace(" ", "")) != 8:
         raise ValueError(f"pattern {pattern!r} is not 8 bits")
-    mask = int("".join("1" if b in "01" else "0" for b in bits), 2)
-    match = int("".join("1" if b == "1" else "0" for b in bits), 2)
-    return mask, match
+    return compile_pattern(pattern)
 
 
 @dataclass(frozen=True)
