@@ -51,6 +51,7 @@ __all__ = [
     "call_handler",
     "check_probe",
     "check_registered",
+    "instruction_starts",
     "kprobe_fault_handler",
     "kprobe_handler_from_break",
     "kprobe_handler_from_debug",
@@ -161,7 +162,7 @@ def _read_code(m: ProbeManager, points: ProbePointList, addr: int) -> bytes:
 
 
 @lru_cache(maxsize=256)
-def _boundaries(isa: str, start: int, code: bytes) -> tuple[tuple[int, ...], int | None]:
+def instruction_starts(isa: str, start: int, code: bytes) -> tuple[tuple[int, ...], int | None]:
     """The instruction start addresses of ``code`` decoded from ``start``, and the address
     where decoding stopped on bytes that do not decode (``None`` when all of it did).
     Cached: registering many probes in one function decodes it once."""
@@ -185,7 +186,7 @@ def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
         return
     start, size = func
     code = points.overlay_original(start, m.aux.read_memory(start, size, m.pid))
-    starts, stuck = _boundaries(m.arch.name, start, code)
+    starts, stuck = instruction_starts(m.arch.name, start, code)
     i = bisect.bisect_right(starts, addr) - 1
     if i >= 0 and starts[i] == addr:
         return

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
-from kprobe_ref.manager import register_kprobe, unregister_kprobe
+from kprobe_ref.manager import instruction_starts, register_kprobe, unregister_kprobe
 from kprobe_ref.probe import ProbeBuilder
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.errors import MachineError
@@ -181,14 +181,7 @@ class Runner:
         """The addresses of the instructions of function ``name``, in order."""
         start, size = self.image.functions[name], self.image.sizes[name]
         code = self.m.points.overlay_original(start, self.m.read(start, size))
-        out, off = [], 0
-        while off < size:
-            n = self.m.arch.insn_length(code[off:], start + off)
-            if n == 0:
-                break
-            out.append(start + off)
-            off += n
-        return out
+        return list(instruction_starts(self.m.isa, start, code)[0])
 
     def _reset(self, case: Case) -> list[int]:
         for seg in self._writable:
