@@ -97,3 +97,22 @@ def frame(isa: str, **values: int) -> PtRegs:
     for k, v in values.items():
         f.set(k, v)
     return f
+
+
+def run_to_end(m: Machine, start: int, code: bytes, probe_at: int | None,
+               watch: int | None) -> tuple[int, int]:
+    """Run ``code`` (mapped at ``start``) to its end.  With ``probe_at``, a counting kprobe
+    sits there for the run and the original bytes are checked after it goes; with
+    ``watch``, the CPU counts how often that address executes.  Returns the final PC and
+    the executions seen (the probe's hits, or the CPU's count at ``watch``)."""
+    hits: list[int] = []
+    counts = m.watch({watch}) if watch is not None else {}
+    handle = None
+    if probe_at is not None:
+        handle = register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(probe_at)
+                                 .with_pre_handler(lambda _d, _r: hits.append(1)))
+    pc = m.run(start, {start + len(code)}, max_steps=10_000)
+    if handle is not None:
+        unregister_kprobe(m.manager, m.points, handle)
+        assert m.read(start, len(code)) == code
+    return pc, counts.get(watch, 0) if watch is not None else len(hits)

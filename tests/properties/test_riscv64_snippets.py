@@ -17,8 +17,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
 from kprobe_ref.sim import Machine
+from tests.helpers import run_to_end
 
 POOL = Path(__file__).parents[1] / "vectors" / "riscv64" / "pool.jsonl"
 RECORDS = [json.loads(line) for line in POOL.read_text().splitlines()]
@@ -135,18 +135,8 @@ def _run(code: bytes, state: dict[str, object], probe_at: int | None,
     for i, v in enumerate(state["f"]):  # type: ignore[arg-type]
         m.cpu.reg_write(f"f{i}", v)
     m.cpu.reg_write("fcsr", 0)
-    hits: list[int] = []
-    counts = m.watch({watch}) if watch is not None else {}
-    h = None
-    if probe_at is not None:
-        h = register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(probe_at)
-                            .with_pre_handler(lambda _d, _r: hits.append(1)))
-    pc = m.run(CODE, {CODE + len(code)}, max_steps=10_000)
-    if h is not None:
-        unregister_kprobe(m.manager, m.points, h)
-        assert m.read(CODE, len(code)) == code
+    pc, executed = run_to_end(m, CODE, code, probe_at, watch)
     fp = (*(m.cpu.reg_read(f"f{i}") for i in range(32)), m.cpu.reg_read("fcsr"))
-    executed = counts.get(watch, 0) if watch is not None else len(hits)
     return pc, m.regs().as_dict(), fp, m.read(DATA, 0x1000), m.read(STACK, 0x2000), executed
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
 from kprobe_ref.sim import Machine
+from tests.helpers import run_to_end
 
 POOL = Path(__file__).parents[1] / "vectors" / "x86_64" / "pool.jsonl"
 RECORDS = [json.loads(line) for line in POOL.read_text().splitlines()]
@@ -112,18 +112,8 @@ def _run(code: bytes, state: dict[str, object], probe_at: int | None,
     for i, v in enumerate(state["xmm"]):  # type: ignore[arg-type]
         m.cpu.reg_write(f"xmm{i}", v)
     m.cpu.reg_write("mxcsr", 0x1F80)
-    hits: list[int] = []
-    counts = m.watch({watch}) if watch is not None else {}
-    h = None
-    if probe_at is not None:
-        h = register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(probe_at)
-                            .with_pre_handler(lambda _d, _r: hits.append(1)))
-    pc = m.run(CODE, {CODE + len(code)}, max_steps=10_000)
-    if h is not None:
-        unregister_kprobe(m.manager, m.points, h)
-        assert m.read(CODE, len(code)) == code
+    pc, executed = run_to_end(m, CODE, code, probe_at, watch)
     xmm = tuple(m.cpu.reg_read(f"xmm{i}") for i in range(16))
-    executed = counts.get(watch, 0) if watch is not None else len(hits)
     return pc, m.regs().as_dict(), xmm, m.read(DATA, 0x1000), m.read(STACK, 0x2000), executed
 
 
