@@ -77,9 +77,7 @@ from typing import Any
 import capstone
 import unicorn as _unicorn
 import unicorn.arm64_const as ua
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
+from poolkit import Assembled, assemble_lines, label
 
 from kprobe_ref.arch import ARCHES, Verdict
 
@@ -523,16 +521,6 @@ def rel_field(word: int, kind: str) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Assembled:
-    """Bytes of every template line, their offsets in ``.text`` and the relocations."""
-
-    parts: list[list[bytes]]
-    starts: list[list[int]]
-    text: bytes
-    relocs: list[int]
-
-
 def expected_mnemonic(line: str) -> str:
     """Return the capstone mnemonic the template line should decode to."""
     if "//" in line:
@@ -546,43 +534,10 @@ def assemble(templates: list[Template], workdir: Path) -> Assembled:
     src.write(f"{ARCH_DIRECTIVE}\n.text\n")
     for ri, tpl in enumerate(templates):
         for li, line in enumerate(tpl.lines):
-            src.write(f"p_{ri:04d}_{li}:\n    {line.split('//', 1)[0].strip()}\n")
+            src.write(f"{label(ri, li)}:\n    {line.split('//', 1)[0].strip()}\n")
     src.write("p_end:\n")
-    asm, obj = workdir / "pool.S", workdir / "pool.o"
-    asm.write_text(src.getvalue())
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-freestanding-none",
-           "-c", str(asm), "-o", str(obj)]
-    subprocess.run(cmd, check=True, cwd=workdir)
-    with obj.open("rb") as fh:
-        elf = ELFFile(fh)
-        text_sec = elf.get_section_by_name(".text")
-        assert text_sec is not None
-        text = bytes(text_sec.data())
-        symtab = elf.get_section_by_name(".symtab")
-        assert isinstance(symtab, SymbolTableSection)
-        addr = {s.name: int(s["st_value"]) for s in symtab.iter_symbols()
-                if s.name.startswith("p_")}
-        relocs: list[int] = []
-        for sec in elf.iter_sections():
-            if isinstance(sec, RelocationSection) and sec.name in (".rela.text", ".rel.text"):
-                relocs.extend(int(r["r_offset"]) for r in sec.iter_relocations())
-    order = [f"p_{ri:04d}_{li}" for ri, tpl in enumerate(templates)
-             for li in range(len(tpl.lines))] + ["p_end"]
-    bounds = [addr[name] for name in order]
-    parts: list[list[bytes]] = []
-    starts: list[list[int]] = []
-    k = 0
-    for tpl in templates:
-        rec: list[bytes] = []
-        st: list[int] = []
-        for _ in tpl.lines:
-            rec.append(text[bounds[k]:bounds[k + 1]])
-            st.append(bounds[k])
-            k += 1
-        parts.append(rec)
-        starts.append(st)
-    assert bounds[-1] == len(text), "trailing bytes after p_end"
-    return Assembled(parts, starts, text, sorted(relocs))
+    counts = [len(tpl.lines) for tpl in templates]
+    return assemble_lines("aarch64-freestanding-none", src.getvalue(), counts, workdir)
 
 
 # ---------------------------------------------------------------------------------------

@@ -76,9 +76,7 @@ from typing import Any
 import capstone
 import unicorn as _unicorn
 import unicorn.riscv_const as ur
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
+from poolkit import Assembled, assemble_lines, label
 
 from kprobe_ref.arch import ARCHES, Verdict
 
@@ -385,16 +383,6 @@ def patch_rel(parts: list[bytes], kind: str, part: int, offset: int) -> list[byt
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Assembled:
-    """Bytes of every template line, their offsets in ``.text`` and the relocations."""
-
-    parts: list[list[bytes]]
-    starts: list[list[int]]
-    text: bytes
-    relocs: list[int]
-
-
 ALIASES = {
     "subw": ("negw",), "sub": ("neg",), "addi": ("mv", "nop"), "addiw": ("sext.w",),
     "bne": ("bnez",), "beq": ("beqz",), "blt": ("bltz", "bgtz"), "bge": ("bgez", "blez"),
@@ -418,43 +406,10 @@ def assemble(templates: list[Template], workdir: Path) -> Assembled:
         for li, line in enumerate(tpl.lines):
             body = line.split("#", 1)[0].strip()
             rvc = "rvc" if body.startswith("c.") else "norvc"
-            src.write(f".option {rvc}\np_{ri:04d}_{li}:\n    {body}\n")
+            src.write(f".option {rvc}\n{label(ri, li)}:\n    {body}\n")
     src.write("p_end:\n")
-    asm, obj = workdir / "pool.S", workdir / "pool.o"
-    asm.write_text(src.getvalue())
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "riscv64-freestanding-none",
-           "-c", str(asm), "-o", str(obj)]
-    subprocess.run(cmd, check=True, cwd=workdir)
-    with obj.open("rb") as fh:
-        elf = ELFFile(fh)
-        text_sec = elf.get_section_by_name(".text")
-        assert text_sec is not None
-        text = bytes(text_sec.data())
-        symtab = elf.get_section_by_name(".symtab")
-        assert isinstance(symtab, SymbolTableSection)
-        addr = {s.name: int(s["st_value"]) for s in symtab.iter_symbols()
-                if s.name.startswith("p_")}
-        relocs: list[int] = []
-        for sec in elf.iter_sections():
-            if isinstance(sec, RelocationSection) and sec.name in (".rela.text", ".rel.text"):
-                relocs.extend(int(r["r_offset"]) for r in sec.iter_relocations())
-    order = [f"p_{ri:04d}_{li}" for ri, tpl in enumerate(templates)
-             for li in range(len(tpl.lines))] + ["p_end"]
-    bounds = [addr[name] for name in order]
-    parts: list[list[bytes]] = []
-    starts: list[list[int]] = []
-    k = 0
-    for tpl in templates:
-        rec: list[bytes] = []
-        st: list[int] = []
-        for _ in tpl.lines:
-            rec.append(text[bounds[k]:bounds[k + 1]])
-            st.append(bounds[k])
-            k += 1
-        parts.append(rec)
-        starts.append(st)
-    assert bounds[-1] == len(text), "trailing bytes after p_end"
-    return Assembled(parts, starts, text, sorted(relocs))
+    counts = [len(tpl.lines) for tpl in templates]
+    return assemble_lines("riscv64-freestanding-none", src.getvalue(), counts, workdir)
 
 
 # ---------------------------------------------------------------------------------------

@@ -74,9 +74,7 @@ import capstone
 import capstone.x86_const as csx
 import unicorn as _unicorn
 import unicorn.x86_const as ux
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
+from poolkit import Assembled, assemble_lines, label
 
 # unicorn's bindings are only partially annotated; treat the module as dynamically typed.
 unicorn: Any = _unicorn
@@ -548,16 +546,6 @@ def build_templates() -> list[Template]:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Assembled:
-    """Bytes of every template line and the relocation offsets in ``.text``."""
-
-    parts: list[list[bytes]]
-    starts: list[list[int]]
-    text: bytes
-    relocs: list[int]
-
-
 def expected_mnemonic(line: str) -> str:
     """Return the capstone mnemonic the template line should decode to."""
     if "#" in line:
@@ -575,44 +563,10 @@ def assemble(templates: list[Template], disp: int, workdir: Path) -> Assembled:
     for ri, tpl in enumerate(templates):
         for li, line in enumerate(tpl.lines):
             body = line.split("#", 1)[0].replace("DISP", hex(disp))
-            src.write(f"p_{ri:04d}_{li}:\n    {body}\n")
+            src.write(f"{label(ri, li)}:\n    {body}\n")
     src.write("p_end:\n")
-    asm = workdir / "pool.S"
-    obj = workdir / "pool.o"
-    asm.write_text(src.getvalue())
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-freestanding-none",
-           "-c", str(asm), "-o", str(obj)]
-    subprocess.run(cmd, check=True, cwd=workdir)
-    with obj.open("rb") as fh:
-        elf = ELFFile(fh)
-        text_sec = elf.get_section_by_name(".text")
-        assert text_sec is not None
-        text = bytes(text_sec.data())
-        symtab = elf.get_section_by_name(".symtab")
-        assert isinstance(symtab, SymbolTableSection)
-        addr = {s.name: int(s["st_value"]) for s in symtab.iter_symbols()
-                if s.name.startswith("p_")}
-        relocs: list[int] = []
-        for sec in elf.iter_sections():
-            if isinstance(sec, RelocationSection) and sec.name in (".rela.text", ".rel.text"):
-                relocs.extend(int(r["r_offset"]) for r in sec.iter_relocations())
-    parts: list[list[bytes]] = []
-    starts: list[list[int]] = []
-    order = [f"p_{ri:04d}_{li}" for ri, tpl in enumerate(templates)
-             for li in range(len(tpl.lines))] + ["p_end"]
-    bounds = [addr[name] for name in order]
-    k = 0
-    for tpl in templates:
-        rec: list[bytes] = []
-        st: list[int] = []
-        for _ in tpl.lines:
-            rec.append(text[bounds[k]:bounds[k + 1]])
-            st.append(bounds[k])
-            k += 1
-        parts.append(rec)
-        starts.append(st)
-    assert bounds[-1] == len(text), "trailing bytes after p_end"
-    return Assembled(parts, starts, text, sorted(relocs))
+    counts = [len(tpl.lines) for tpl in templates]
+    return assemble_lines("x86_64-freestanding-none", src.getvalue(), counts, workdir)
 
 
 # ---------------------------------------------------------------------------------------
