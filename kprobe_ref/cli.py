@@ -11,6 +11,8 @@ Subcommands:
 - ``audit [IMAGE] [--arch A] [--function NAME]... [--inputs FILE] [--json] [--jobs N]
   [--fail-on-reject NAME]...``: which instructions can be probed, by which rule, and why
   not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.
+- ``vectors export [--arch A] --out DIR``: conformance vectors for ports, checked on the
+  machine, as JSON Lines; counts per ISA, row and reason (``docs/conformance.md``).
 
 Bad input (an unknown ISA, a missing file) prints one line to standard error and exits with
 status 2.
@@ -47,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     from kprobe_ref.proofs.commands import add_commands
 
     add_commands(sub)
+    from kprobe_ref.conformance.commands import add_commands as add_vectors
+
+    add_vectors(sub)
     return p
 
 
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kprobe_ref.proofs.commands import run
 
             return run(args)
+        if args.command == "vectors":
+            from kprobe_ref.conformance.commands import run as run_vectors
+
+            return run_vectors(args)
     except KprobeError as exc:
         print(f"kprobe-ref: {exc}", file=sys.stderr)
         return 2
