@@ -586,9 +586,11 @@ def vectors_for(checker: Checker, c: Candidate) -> Iterator[dict[str, Any]]:
     d = checker.decode(c, raw)
     raw = d.raw
     reason = checker.hazard(c) or (d.reason if d.verdict is Verdict.REJECT else None)
-    if reason is None and c.reason is not None and d.verdict is not Verdict.REJECT:
-        reason = _probe_reason(checker, replace(c, raw=raw))
     head = _head(c, raw, d)
+    if reason is None and c.reason is not None and d.verdict is not Verdict.REJECT:
+        reason, slot = _probe_reason(checker, replace(c, raw=raw))
+        if slot is not None:
+            head["slot_addr"] = hexint(slot)
     if reason is not None:
         checker.check_reject(replace(c, raw=raw), reason)
         yield {**head, "verdict": "reject", "reason": reason}
@@ -605,13 +607,20 @@ def changed(arch: ArchOps, pre: State, post: State) -> dict[str, int]:
     return {k: v for k, v in post.regs.items() if k == pc or pre.regs.get(k) != v}
 
 
-def _probe_reason(checker: Checker, c: Candidate) -> str | None:
-    """The reason a registration is refused for (a relocation out of reach), or ``None``."""
+def _probe_reason(checker: Checker, c: Candidate) -> tuple[str | None, int | None]:
+    """The reason a registration is refused for (a relocation out of reach) and the slot
+    address the manager tried: where it places the slot of the same instruction with a
+    zero displacement (placement does not depend on the displacement).  ``(None, None)``
+    when the registration succeeds."""
     try:
         checker.slot_address(c, c.raw)
     except UnsupportedInstruction as exc:
-        return exc.reason
-    return None
+        off = checker.decode(c, c.raw).fields.get("disp_offset")
+        if off is None:
+            return exc.reason, None
+        zeroed = c.raw[:off] + bytes(4) + c.raw[off + 4:]
+        return exc.reason, checker.slot_address(c, zeroed)
+    return None, None
 
 
 def _head(c: Candidate, raw: bytes, d: Decoded) -> dict[str, Any]:
