@@ -19,6 +19,7 @@ For one :class:`Candidate` (an instruction, its address, kernel or user):
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ from kprobe_ref.errors import KprobeError, UnsupportedInstruction
 from kprobe_ref.manager import register_kprobe, unregister_kprobe
 from kprobe_ref.probe import ProbeBuilder
 from kprobe_ref.ptregs import PtRegs
-from kprobe_ref.sim.errors import GuestFault, MachineError
+from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
 from kprobe_ref.sim.machine import Machine
 from kprobe_ref.sim.space import AddressSpace
 from kprobe_ref.uprobe import register_uprobe, unregister_uprobe
@@ -357,13 +358,17 @@ def _with_lazy_pages(body: Callable[[set[int]], Outcome], pages: set[int]) -> Ou
         try:
             return body(pages)
         except GuestFault as exc:
-            addr = exc.fault_addr
-            if addr is None or addr >= MAPPABLE or page_of(addr) in pages:
+            if not _mappable_miss(exc, pages):
                 return None
-            pages = pages | {page_of(addr)}
-        except MachineError:
-            return None
+            assert exc.fault_addr is not None
+            pages = pages | {page_of(exc.fault_addr)}
     return None
+
+
+def _mappable_miss(exc: GuestFault, pages: set[int]) -> bool:
+    """Whether a fault is an access to a page not mapped yet that could be."""
+    addr = exc.fault_addr
+    return addr is not None and addr < MAPPABLE and page_of(addr) not in pages
 
 
 class Checker:
@@ -509,8 +514,8 @@ class Checker:
             if any(a < c.addr + len(raw) and c.addr < a + n for a, n in rule_reads):
                 return None  # a literal load of its own bytes would read the breakpoint
             extra = tuple(expected.extra)
-            pre = replace(pre, extra={k: v for k, v in rec.extras.items()
-                                      if k in extra and k in pre.extra})
+            pre = replace(pre, extra={k: _extra_value(c, k) for k in extra})
+            expected, rec = apply_rule(self.arch, d, pre, code)
         else:
             nxt = (c.addr + len(raw)) & _MASK
         if nxt >= MAPPABLE or nxt == c.addr:
@@ -520,15 +525,28 @@ class Checker:
         start_pages = {p for p in start_pages if p < MAPPABLE}
 
         def body(pages: set[int]) -> Outcome:
-            post, pre_mem, post_mem = self._unprobed(c, raw, d, pre, nxt, extra, pages)
-            probed, probed_pages, slot = self._probed(c, raw, d, pre, nxt, extra, pages)
+            try:
+                post, pre_mem, post_mem = self._unprobed(c, raw, d, pre, nxt, extra, pages)
+            except StepLimitExceeded as exc:
+                raise CheckFailed(f"{c.row}/{c.case}: the CPU went to {exc.pc:#x}, the rule "
+                                  f"says {nxt:#x}") from None
+            try:
+                probed, probed_pages, slot = self._probed(c, raw, d, pre, nxt, extra, pages)
+            except GuestFault as exc:
+                if _mappable_miss(exc, pages):
+                    raise
+                raise CheckFailed(f"{c.row}/{c.case}: probed run faulted ({exc}), the "
+                                  "unprobed one did not") from None
+            except StepLimitExceeded as exc:
+                raise CheckFailed(f"{c.row}/{c.case}: the probed run did not reach "
+                                  f"{nxt:#x} ({exc})") from None
             if probed != post:
                 raise CheckFailed(f"{c.row}/{c.case}: probed {probed} != unprobed {post}")
             for a, content in post_mem:
                 if _bytes_of(probed_pages, a, len(content)) != content:
                     raise CheckFailed(f"{c.row}/{c.case}: probed memory differs at {a:#x}")
-            if expected is not None and (expected.regs, expected.flags) != (post.regs,
-                                                                             post.flags):
+            if expected is not None and (expected.regs, expected.flags, expected.extra) != (
+                    post.regs, post.flags, post.extra):
                 raise CheckFailed(f"{c.row}/{c.case}: the rule gives {expected} and the CPU "
                                   f"{post}")
             return Outcome(replace(pre, mem=pre_mem), replace(post, mem=post_mem), slot)
@@ -568,6 +586,13 @@ class Checker:
             if d.verdict is Verdict.STEP_OUT_OF_LINE and found:
                 break
         return [found[k] for k in sorted(found, reverse=True)]
+
+
+def _extra_value(c: Candidate, name: str) -> int:
+    """A deterministic 128-bit pre value for state outside ``pt_regs`` that a rule writes
+    (an aarch64 V register), so a port that writes only part of it is caught."""
+    digest = hashlib.sha256(f"{c.raw.hex()}:{c.addr:#x}:{name}".encode()).digest()
+    return int.from_bytes(digest[:16], "little")
 
 
 def _bytes_of(pages: Mapping[int, bytes], addr: int, n: int) -> bytes:
