@@ -609,7 +609,13 @@ static void check_kprobe(const jval *v) {
         uint64_t slot_addr = hexval(gets_(v, "slot_addr"));
         int len = build_slot(raw, &in, addr, slot_addr, user, slot, &scratch);
         size_t wn = unhex(gets_(v, "slot_bytes"), want, sizeof want);
-        if (len < 0 || (size_t)len != wn || memcmp(slot, want, wn)) { fail(v, "slot bytes differ"); return; }
+        /* The relocated instruction must match exactly; the slot then ends in the
+         * end-of-step int3, or (a boosted slot) in a jmp rel32 back to the resume address. */
+        int tail_ok = (size_t)len == wn && want[in.len] == 0xCC;
+        if (wn == (size_t)in.len + 5 && want[in.len] == 0xE9)
+            tail_ok = slot_addr + wn + (uint64_t)sext(le(want + in.len + 1, 4), 32) ==
+                      addr + (uint64_t)in.len;
+        if (len < 0 || !tail_ok || memcmp(slot, want, (size_t)in.len)) { fail(v, "slot bytes differ"); return; }
         jval *sc = get(v, "slot_scratch");
         if ((sc != NULL) != (scratch != NULL) || (sc && strcmp(gets_(sc, "reg"), scratch))) {
             fail(v, "scratch register differs");

@@ -493,7 +493,7 @@ class Checker:
         slot: dict[str, Any] = {
             "slot_addr": hexint(at),
             "slot_bytes": plan.code.hex(),
-            "slot_break_offset": plan.break_offset,
+            "slot_break_offset": getattr(plan, "break_offset", None),
             "resume_addr": hexint(c.addr + plan.resume_delta),
         }
         if plan.scratch is not None:
