@@ -116,19 +116,24 @@ class RecordingState:
 
     @property
     def address(self) -> int:
+        """The simulated instruction's address."""
         return self._address
 
     def reg(self, name: str) -> int:
+        """A register of the frame; the zero register reads 0."""
         return 0 if name == self.frame.ZERO else self.frame.get(name)
 
     def set_reg(self, name: str, value: BV) -> None:
+        """Write a register of the frame; writes to the zero register are dropped."""
         if name != self.frame.ZERO:
             self.frame.set(name, int(value))
 
     def set_pc(self, value: BV) -> None:
+        """Set the frame's PC."""
         self.frame.pc = int(value) & _MASK
 
     def byte(self, addr: int) -> int:
+        """One byte of memory: written by the rule, else the code or the page contents."""
         addr &= _MASK
         if addr in self.written:
             return self.written[addr]
@@ -137,11 +142,13 @@ class RecordingState:
         return page[addr - base]
 
     def load(self, addr: BV, size: int) -> int:
+        """Read ``size`` bytes little-endian and record the access."""
         a = int(addr) & _MASK
         self.reads.append((a, size))
         return int.from_bytes(bytes(self.byte(a + i) for i in range(size)), "little")
 
     def store(self, addr: BV, size: int, value: BV) -> None:
+        """Write ``size`` bytes little-endian and record the access."""
         a = int(addr) & _MASK
         self.writes.append((a, size))
         v = int(value)
@@ -149,9 +156,11 @@ class RecordingState:
             self.written[(a + i) & _MASK] = (v >> (8 * i)) & 0xFF
 
     def extra(self, name: str) -> int:
+        """State outside ``pt_regs`` (0 unless the pre state gives it)."""
         return self.extras.setdefault(name, 0)
 
     def set_extra(self, name: str, value: BV) -> None:
+        """Write state outside ``pt_regs``."""
         self.extras[name] = int(value)
 
 
@@ -609,7 +618,8 @@ def vectors_for(checker: Checker, c: Candidate) -> Iterator[dict[str, Any]]:
     if c.disp_at_slot is not None:
         raw = _aim_displacement(checker, c)
     d = checker.decode(c, raw)
-    raw = d.raw
+    if d.klass != "undecodable":
+        raw = d.raw  # the one instruction (the decoder keeps one byte of undecodable bytes)
     reason = checker.hazard(c) or (d.reason if d.verdict is Verdict.REJECT else None)
     head = _head(c, raw, d)
     if reason is None and c.reason is not None and d.verdict is not Verdict.REJECT:
