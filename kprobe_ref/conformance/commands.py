@@ -10,6 +10,7 @@ directory).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ def add_commands(sub: Any) -> None:
     export.add_argument("--out", required=True, help="output directory")
 
 
+def _say(lines: list[str]) -> None:
+    """Print the report; a reader that went away (``| head``) is not an error."""
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open for the interpreter's exit
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``vectors export``; returns the exit status."""
     from kprobe_ref.conformance.check import CheckFailed
@@ -46,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         except OSError as exc:
             raise InvalidProbeDefinition(f"cannot write to {out}: {exc.strerror}") from None
-        for line in report(isa, cov):
-            print(line)
-        print(f"  written to {path}")
+        _say([*report(isa, cov), f"  written to {path}"])
         if cov.missing_rows or cov.missing_reasons:
             status = 1
     return status
