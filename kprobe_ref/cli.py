@@ -13,6 +13,8 @@ Subcommands:
   not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.
 - ``vectors export [--arch A] --out DIR``: conformance vectors for ports, checked on the
   machine, as JSON Lines; counts per ISA, row and reason (``docs/conformance.md``).
+- ``sweep --arch A [--range LO:HI] [--scheduler ADDRESS] ...``: every instruction word's
+  verdict against Ghidra's SLEIGH specification, sharded on Dask (``docs/sweep.md``).
 
 Bad input (an unknown ISA, a missing file) prints one line to standard error and exits with
 status 2.
@@ -47,11 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--no-proofs", action="store_true",
                        help="do not run the proof obligations (no 'proved' column)")
     from kprobe_ref.proofs.commands import add_commands
+    from kprobe_ref.sweep.commands import add_command
 
     add_commands(sub)
     from kprobe_ref.conformance.commands import add_commands as add_vectors
 
     add_vectors(sub)
+    add_command(sub)
     return p
 
 
@@ -98,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kprobe_ref.conformance.commands import run as run_vectors
 
             return run_vectors(args)
+        if args.command == "sweep":
+            from kprobe_ref.sweep.commands import run as run_sweep
+
+            return run_sweep(args)
     except KprobeError as exc:
         print(f"kprobe-ref: {exc}", file=sys.stderr)
         return 2
