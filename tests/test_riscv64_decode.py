@@ -125,6 +125,9 @@ REJECTS = [
     ("c_ebreak", E.C_EBREAK, "exception-generating"),
     ("c_jr_reserved", w2(0x8002), "undecodable"),
     ("c_illegal", w2(0x0000), "undecodable"),
+    ("c_lui_reserved", w2(0x6081), "undecodable"),  # c.lui ra, 0 (nzimm = 0 is reserved)
+    ("c_lui_reserved", w2(0x6101), "undecodable"),  # c.addi16sp sp, 0 (reserved)
+    ("c_lui_reserved", w2(0x6F81), "undecodable"),  # c.lui t6, 0
     ("undecodable", w4(0x0000_107F)[:2] + b"\0\0", "undecodable"),  # 48-bit encoding
     ("undecodable", E.encode_jalr(1, 1, 0)[:1] + bytes([0x90 | 0x00, 0, 0]), "undecodable"),
 ]

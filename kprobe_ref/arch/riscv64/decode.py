@@ -118,6 +118,8 @@ ROWS: tuple[Row, ...] = (
     Row("c_ebreak", "1001 00000 00000 10", REJ, "exception-generating", "C.EBREAK"),
     Row("c_jr_reserved", "1000 00000 00000 10", REJ, "undecodable",
         "C.JR with rs1 = x0 (reserved)"),
+    Row("c_lui_reserved", "011 0 xxxxx 00000 01", REJ, "undecodable",
+        "C.LUI / C.ADDI16SP with a zero immediate (reserved); capstone decodes it"),
     Row("c_illegal", "0000 0000 0000 0000", REJ, "undecodable",
         "the all-zero halfword, defined illegal"),
 )  # fmt: skip
