@@ -4,9 +4,13 @@ A word is *undecodable* (no constructor matches), *unimplemented* (it decodes bu
 P-code semantics) or decodable, and then its P-code says what it does to control flow, as a
 small set of flags:
 
-- ``direct`` / ``cond``: a ``BRANCH`` or ``CBRANCH`` to an address in the ``ram`` space, the
-  fall-through included (``B .+4`` is a branch); branches inside the P-code, to the
-  ``const`` space, are the instruction's own loops and do not count;
+- ``direct`` / ``cond``: a ``BRANCH`` or ``CBRANCH`` to an address in the ``ram`` space
+  other than the fall-through; branches inside the P-code, to the ``const`` space, are the
+  instruction's own loops and do not count;
+- ``branch-next``: a ``BRANCH`` or ``CBRANCH`` to the fall-through address.  Specifications
+  use it to end an instruction early (riscv64 ``FMIN`` on a NaN), and ``B .+4`` is one: it
+  does not depend on where the word runs, so it never makes stepping wrong, but a simulated
+  branch may legitimately show only this;
 - ``indirect``, ``call``, ``call-indirect``, ``return``: ``BRANCHIND``, ``CALL``,
   ``CALLIND``, ``RETURN``;
 - ``reads-pc``: a value other than a branch destination depends on the instruction's
@@ -43,11 +47,12 @@ UNDECODABLE = -1
 """Flags value of a word no constructor matches."""
 UNIMPLEMENTED = -2
 """Flags value of a word that decodes but has no P-code."""
-DIRECT, COND, INDIRECT, CALL, CALL_IND, RETURN, READS_PC, WRITES_PC, TRAP = (
-    1 << i for i in range(9))
+DIRECT, COND, INDIRECT, CALL, CALL_IND, RETURN, READS_PC, WRITES_PC, TRAP, NEXT = (
+    1 << i for i in range(10))
 _NAMES = ((CALL, "call"), (CALL_IND, "call-indirect"), (RETURN, "return"),
           (INDIRECT, "branch-indirect"), (COND, "branch-cond"), (DIRECT, "branch"),
-          (READS_PC, "reads-pc"), (WRITES_PC, "writes-pc"), (TRAP, "trap"))
+          (NEXT, "branch-next"), (READS_PC, "reads-pc"), (WRITES_PC, "writes-pc"),
+          (TRAP, "trap"))
 
 BASE = 0x6A5C_0000_0000_0000
 """Where batches are translated: far from any immediate an instruction can hold."""
@@ -141,7 +146,10 @@ class SleighView:
             if opc in _BRANCHES:
                 dest = inputs[0]
                 if dest.space.name == "ram":
-                    flags |= COND if opc == _OP.CBRANCH else DIRECT
+                    if dest.offset == addr + self.size:
+                        flags |= NEXT
+                    else:
+                        flags |= COND if opc == _OP.CBRANCH else DIRECT
                 inputs = inputs[1:]
             elif opc in _KIND:
                 flags |= _KIND[opc]
@@ -163,7 +171,7 @@ class SleighView:
         if candidate and self._depends_on_address(word, addr):
             flags |= READS_PC
         if flags & TRAP:
-            flags &= ~(INDIRECT | DIRECT | COND)
+            flags &= ~(INDIRECT | DIRECT | COND | NEXT)
         return flags
 
     def _depends_on_address(self, word: bytes, addr: int) -> bool:
