@@ -1,7 +1,8 @@
 """``kprobe-ref sweep``: the exhaustive encoding sweep from the command line.
 
 ``sweep --arch A [--width W] [--range LO:HI] [--shard-size N] [--results DIR]
-[--scheduler ADDRESS | --workers N | --inline] [--report-only] [--json FILE]``
+[--scheduler ADDRESS | --workers N | --inline] [--report-only] [--json FILE]`` and
+``sweep --arch riscv64 --vendor`` (the decode rows against riscv-opcodes).
 
 Without ``--range`` every space of the ISA is swept whole (riscv64: the 16-bit and the
 32-bit space; ``--width`` picks one).  The text report goes to standard output and
@@ -43,6 +44,8 @@ def add_command(sub: Any) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="report the checkpointed shards without running any")
     p.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    p.add_argument("--vendor", action="store_true",
+                   help="riscv64: check the decode rows against riscv-opcodes and stop")
 
 
 def _shards(args: argparse.Namespace) -> list[Any]:
@@ -64,10 +67,24 @@ def _shards(args: argparse.Namespace) -> list[Any]:
     return out
 
 
+def _vendor(isa: str) -> int:
+    from kprobe_ref.sweep import vendor
+
+    if isa != "riscv64":
+        raise InvalidProbeDefinition(
+            f"no machine-readable vendor encoding table for {isa}; the sweep's capstone and "
+            "SLEIGH columns are its two independent decoders")
+    found = vendor.check()
+    sys.stdout.write(vendor.render(found))
+    return 1 if any(f.explained is None for f in found) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run or re-report a sweep; return the exit status."""
     from kprobe_ref.sweep import engine, ours, report, store
 
+    if args.vendor:
+        return _vendor(args.arch)
     shards = _shards(args)
     if args.report_only:
         have = store.Store(args.results, args.arch).load(ours.fingerprint(args.arch),

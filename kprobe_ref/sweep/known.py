@@ -33,13 +33,36 @@ class Known:
         return compile_pattern(self.pattern)
 
 
+_ANY32 = "x" * 32
+_ANY16 = "x" * 16
 KNOWN: tuple[Known, ...] = (
+    Known("aarch64", "simulated-class-mismatch", "11 011 0 00 " + "x" * 24,
+          "PRFM (literal) hands a PC-relative address to a prefetch hint in Ghidra's "
+          "P-code; a prefetch has no architectural effect, so simulating it as a no-op is "
+          "a correct execution"),
+    Known("aarch64", "accepted-undecodable", _ANY32,
+          "every word no row lists is stepped, as Linux steps it; an unallocated word "
+          "raises an undefined-instruction exception in the slot, reported at the probed "
+          "address; words capstone decodes here are SVE2/SME and later extensions that "
+          "Ghidra's AArch64 v8A specification lacks, none of which reads the PC"),
     Known("riscv64", "rejected-decodable", "100 0 00000 00000 10",
           "C.JR with rs1 = x0 is reserved (RVC opcode map); Ghidra decodes it as a jump to "
           "x0"),
-    Known("riscv64", "rejected-decodable", "xxx x xxxxx xxxxx xx",
-          "a compressed HINT or reserved encoding capstone does not decode; refusing it is "
-          "safe (no compiler emits RVC HINTs), Ghidra decodes it"),
+    Known("riscv64", "rejected-decodable", _ANY16,
+          "RVC HINTs (C.NOP with a non-zero immediate, C.LI/C.LUI/C.MV/C.ADD/C.SLLI with "
+          "rd = x0, shifts by zero) and reserved forms capstone 5 does not decode; "
+          "refusing them is safe, Ghidra decodes them"),
+    Known("riscv64", "rejected-decodable", "x" * 25 + "0x01011",
+          "custom-0 and custom-1 opcodes: vendor-defined, Ghidra names them custom0/custom1 "
+          "without meaning; refusing them is right"),
+    Known("riscv64", "rejected-decodable", "x" * 25 + "1x11011",
+          "custom-2 and custom-3 opcodes: vendor-defined; refusing them is right"),
+    Known("riscv64", "rejected-decodable", "x" * 27 + "11111",
+          "bits 4..2 = 111 start a 48-bit or longer instruction (none is ratified), which "
+          "registration refuses; Ghidra decodes the first four bytes as a 32-bit word"),
+    Known("riscv64", "rejected-decodable", _ANY32,
+          "extensions capstone 5 does not decode (V, Zfh, Zb*, Zk*, Zicbo*...): refused as "
+          "undecodable, which is safe; Ghidra decodes them (often without P-code)"),
 )
 """The explained disagreements."""
 
