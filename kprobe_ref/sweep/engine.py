@@ -73,10 +73,11 @@ def _eta(seconds: float) -> str:
 
 
 def sweep(shards: Sequence[Shard], results: str, *, scheduler: str | None = None,
-          workers: int | None = None, inline: bool = False, progress: TextIO = sys.stderr,
+          workers: int | None = None, inline: bool = False, progress: TextIO | None = None,
           timeout: float = 60.0) -> list[dict[str, Any]]:
     """Run every shard not yet checkpointed under ``results`` and return the records of
     all of ``shards``, in shard order."""
+    progress = progress or sys.stderr
     versions = tool_versions()
     isas = sorted({s.isa for s in shards})
     done: dict[str, dict[str, Any]] = {}

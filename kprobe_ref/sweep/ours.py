@@ -80,9 +80,11 @@ def rules(isa: str, width: int = 32) -> tuple[Rule, ...]:
 
 
 def fingerprint(isa: str) -> str:
-    """A digest of every row (pattern, verdict, reason) of ``isa``'s table: checkpoints made
-    with another table are not reused."""
-    text = repr([(r.label, r.width, r.mask, r.match, r.nonzero, r.verdict, r.reason)
+    """A digest of every row (pattern, verdict, reason) of ``isa``'s table and of the SLEIGH
+    classification's version: checkpoints made with another table are not reused."""
+    from kprobe_ref.sweep.sleigh import VERSION
+
+    text = VERSION + repr([(r.label, r.width, r.mask, r.match, r.nonzero, r.verdict, r.reason)
                  for w in (16, 32) for r in rules(isa, w)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

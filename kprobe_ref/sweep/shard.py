@@ -32,7 +32,7 @@ from typing import Any
 
 from kprobe_ref.sweep import ours, patterns, sleigh, third
 
-__all__ = ["KINDS", "expected_flow", "flow", "kind_of", "run_shard", "words_of"]
+__all__ = ["KINDS", "classify", "expected_flow", "flow", "kind_of", "run_shard", "words_of"]
 
 KINDS = ("stepped-uses-pc", "simulated-class-mismatch", "accepted-undecodable",
          "rejected-decodable")
@@ -109,9 +109,10 @@ def _oracle(isa: str, width: int, words: Sequence[int], flags: Sequence[int],
             for k, f in enumerate(flags)]
 
 
-def run_shard(isa: str, width: int, lo: int, hi: int) -> dict[str, Any]:
-    """Classify every word of the shard and return its record."""
-    t0 = time.perf_counter()
+def classify(isa: str, width: int, lo: int, hi: int
+             ) -> tuple[list[int], list[ours.Rule], list[int], Sequence[bool] | None]:
+    """The shard's words, our rule for each, SLEIGH's flags and capstone's opinion (``None``
+    where capstone has none)."""
     words = words_of(isa, width, lo, hi)
     size = width // 8
     buf = struct.pack(f"<{len(words)}{'H' if size == 2 else 'I'}", *words)
@@ -120,15 +121,25 @@ def run_shard(isa: str, width: int, lo: int, hi: int) -> dict[str, Any]:
     table = ours.rules(isa, width)
     rows = ours.row_indices(isa, width, words)
     ok = _oracle(isa, width, words, flags, cap, buf)
-    counts: Counter[tuple[str, int, str]] = Counter()
-    found: dict[tuple[str, str, int, str], list[int]] = {}
+    rules = []
     for k, w in enumerate(words):
         i = rows[k]
         rule = table[i] if i >= 0 else ours.PLAIN if ok[k] else ours.UNDECODABLE
         if isa == "riscv64" and not _riscv_length_ok(w, width):
             rule = ours.UNDECODABLE
+        rules.append(rule)
+    return words, rules, flags, cap
+
+
+def run_shard(isa: str, width: int, lo: int, hi: int) -> dict[str, Any]:
+    """Classify every word of the shard and return its record."""
+    t0 = time.perf_counter()
+    words, rules, flags, cap = classify(isa, width, lo, hi)
+    counts: Counter[tuple[str, int, str]] = Counter()
+    found: dict[tuple[str, str, int, str], list[int]] = {}
+    for k, w in enumerate(words):
+        rule, f = rules[k], flags[k]
         c = "-" if cap is None else "valid" if cap[k] else "invalid"
-        f = flags[k]
         counts[rule.label, f, c] += 1
         kind = kind_of(rule, f)
         if kind is not None:

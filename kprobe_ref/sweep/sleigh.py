@@ -15,7 +15,9 @@ small set of flags:
   ``CALLIND``, ``RETURN``;
 - ``reads-pc``: a value other than a branch destination depends on the instruction's
   address (``ADR``, a literal load, the link value of a call);
-- ``writes-pc``: an operation writes the ``pc`` register;
+- ``writes-pc``: an operation writes the ``pc`` register, other than to hold the target of
+  an indirect branch, call or return (Ghidra's AArch64 ``BR Xn`` is ``pc = Xn; goto [pc]``;
+  reading ``pc`` after such a write is not a PC read either);
 - ``trap``: a user-defined operation that raises an exception (system call, breakpoint,
   halt, exception return, a bounds-check exception); the ``BRANCHIND`` that follows such
   an operation (the exception entry) and the ``CBRANCH`` to the fall-through that guards a
@@ -42,6 +44,9 @@ __all__ = ["LANGS", "SleighView", "class_name"]
 LANGS = {"aarch64": "AARCH64:LE:64:v8A", "riscv64": "RISCV:LE:64:RV64GC",
          "loongarch64": "Loongarch:LE:64:lp64d"}
 """The Ghidra language of each ISA."""
+
+VERSION = "2"
+"""The classification's version: checkpoints made by another are not reused."""
 
 UNDECODABLE = -1
 """Flags value of a word no constructor matches."""
@@ -138,7 +143,7 @@ class SleighView:
         return hit
 
     def _flags(self, ops: list[Any], addr: int, word: bytes) -> int:
-        flags, candidate = 0, False
+        flags, candidate, pc_set = 0, False, False
         pc_space, pc_off = self.pc.space.name, self.pc.offset
         for op in ops:
             opc = op.opcode
@@ -153,23 +158,25 @@ class SleighView:
                 inputs = inputs[1:]
             elif opc in _KIND:
                 flags |= _KIND[opc]
-                if opc == _OP.CALL:
-                    inputs = inputs[1:]
+                inputs = inputs[1:]
             elif opc in _ADDRESS_INPUT0:
                 if opc == _OP.CALLOTHER and self._trap(inputs[0]):
                     flags |= TRAP
                 inputs = inputs[1:]
-            out = op.output
-            if out is not None and out.offset == pc_off and out.space.name == pc_space:
-                flags |= WRITES_PC
             for v in inputs:
                 space = v.space.name
                 if space in ("const", "ram") and _near(v.offset, addr):
                     candidate = True
-                elif space == pc_space and v.offset == pc_off:
+                elif space == pc_space and v.offset == pc_off and not pc_set:
                     flags |= READS_PC
+            out = op.output
+            if out is not None and out.offset == pc_off and out.space.name == pc_space:
+                flags |= WRITES_PC
+                pc_set = True
         if candidate and self._depends_on_address(word, addr):
             flags |= READS_PC
+        if flags & (INDIRECT | CALL_IND | RETURN):
+            flags &= ~WRITES_PC
         if flags & TRAP:
             flags &= ~(INDIRECT | DIRECT | COND | NEXT)
         return flags

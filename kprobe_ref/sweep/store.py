@@ -37,9 +37,15 @@ class Store:
         return out
 
     def append(self, rec: dict[str, Any]) -> None:
-        """Add one shard's record, durably."""
+        """Add one shard's record, durably (on a line of its own, after a torn last line
+        if an earlier run was stopped mid-write)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
         with self.path.open("a") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.write(("\n" if torn else "") + json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
