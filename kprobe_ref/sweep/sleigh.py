@@ -76,6 +76,11 @@ _KIND = {_OP.BRANCHIND: INDIRECT, _OP.CALL: CALL, _OP.CALLIND: CALL_IND,
          _OP.RETURN: RETURN}
 _ADDRESS_INPUT0 = {_OP.LOAD, _OP.STORE, _OP.CALLOTHER}
 """Operations whose first input is a space identifier or an operation index."""
+_BRANCH, _CBRANCH, _BRANCHIND, _CALL, _CALLIND, _RETURN = (
+    _OP.BRANCH, _OP.CBRANCH, _OP.BRANCHIND, _OP.CALL, _OP.CALLIND, _OP.RETURN)
+_CALLOTHER, _LOAD, _STORE, _IMARK = _OP.CALLOTHER, _OP.LOAD, _OP.STORE, _OP.IMARK
+_MASK64 = (1 << 64) - 1
+_SPAN = 2 * NEAR
 
 
 def class_name(flags: int) -> str:
@@ -106,7 +111,8 @@ class SleighView:
     def __init__(self, isa: str, width: int) -> None:
         self.isa, self.size = isa, width // 8
         self.ctx = _context(isa)
-        self.pc = self.ctx.registers["pc"]
+        pc = self.ctx.registers["pc"]
+        self.pc_space, self.pc_off = pc.space.name, pc.offset
         self._trap_ops: dict[int, bool] = {}
 
     def classify(self, buf: bytes) -> list[int]:
@@ -143,31 +149,36 @@ class SleighView:
         return hit
 
     def _flags(self, ops: list[Any], addr: int, word: bytes) -> int:
+        """The flags of one instruction's P-code.  Opcodes are compared by identity and a
+        varnode's space is looked at only when its offset is near the address or is the
+        ``pc`` register's: this loop is most of the sweep's time."""
         flags, candidate, pc_set = 0, False, False
-        pc_space, pc_off = self.pc.space.name, self.pc.offset
+        pc_space, pc_off = self.pc_space, self.pc_off
+        lo, nxt = addr - NEAR, addr + self.size
         for op in ops:
             opc = op.opcode
             inputs = op.inputs
-            if opc in _BRANCHES:
+            if opc is _BRANCH or opc is _CBRANCH:
                 dest = inputs[0]
                 if dest.space.name == "ram":
-                    if dest.offset == addr + self.size:
+                    if dest.offset == nxt:
                         flags |= NEXT
                     else:
-                        flags |= COND if opc == _OP.CBRANCH else DIRECT
+                        flags |= COND if opc is _CBRANCH else DIRECT
                 inputs = inputs[1:]
-            elif opc in _KIND:
+            elif opc is _BRANCHIND or opc is _CALL or opc is _CALLIND or opc is _RETURN:
                 flags |= _KIND[opc]
                 inputs = inputs[1:]
-            elif opc in _ADDRESS_INPUT0:
-                if opc == _OP.CALLOTHER and self._trap(inputs[0]):
+            elif opc is _CALLOTHER or opc is _LOAD or opc is _STORE:
+                if opc is _CALLOTHER and self._trap(inputs[0]):
                     flags |= TRAP
                 inputs = inputs[1:]
             for v in inputs:
-                space = v.space.name
-                if space in ("const", "ram") and _near(v.offset, addr):
-                    candidate = True
-                elif space == pc_space and v.offset == pc_off and not pc_set:
+                off = v.offset
+                if (off - lo) & _MASK64 < _SPAN:
+                    if v.space.name in ("const", "ram"):
+                        candidate = True
+                elif off == pc_off and not pc_set and v.space.name == pc_space:
                     flags |= READS_PC
             out = op.output
             if out is not None and out.offset == pc_off and out.space.name == pc_space:
@@ -192,11 +203,13 @@ def _split(ops: list[Any]) -> Iterator[tuple[int, int, list[Any]]]:
     addr = length = -1
     cur: list[Any] = []
     for op in ops:
-        if op.opcode == _OP.IMARK:
+        if op.opcode is _IMARK:
             if addr >= 0:
                 yield addr, length, cur
-            v = op.inputs[0]
-            addr, length, cur = v.offset, sum(x.size for x in op.inputs), []
+            ins = op.inputs
+            v = ins[0]
+            addr, cur = v.offset, []
+            length = v.size if len(ins) == 1 else sum(x.size for x in ins)
         else:
             cur.append(op)
     if addr >= 0:
