@@ -236,3 +236,12 @@ def test_local_cluster_run_matches_one_process(tmp_path: Path) -> None:
     ra, rb = report.build("aarch64", a), report.build("aarch64", b)
     ra.pop("cpu_seconds"), rb.pop("cpu_seconds")
     assert ra == rb and ra["words"] == 0x4000
+
+
+def test_loongarch_patterns_touching_a_corrected_instruction_say_so() -> None:
+    from kprobe_ref.sweep import known
+
+    assert known.sleigh_errors("loongarch64", (0xFFFF_0000, 0x0041_0000), 32) == ["slli.d"]
+    assert "slli.d" in known.sleigh_errors("loongarch64", (0xFF00_0000, 0x0000_0000), 32)
+    assert known.sleigh_errors("loongarch64", (0xFFFF_FFFF, 0x4C00_0020), 32) == []
+    assert known.sleigh_errors("aarch64", (0xFFFF_0000, 0x0041_0000), 32) == []

@@ -43,8 +43,9 @@ KNOWN: tuple[Known, ...] = (
     Known("aarch64", "accepted-undecodable", _ANY32,
           "every word no row lists is stepped, as Linux steps it; an unallocated word "
           "raises an undefined-instruction exception in the slot, reported at the probed "
-          "address; words capstone decodes here are SVE2/SME and later extensions that "
-          "Ghidra's AArch64 v8A specification lacks, none of which reads the PC"),
+          "address; words capstone decodes here belong to extensions Ghidra's AArch64 "
+          "specification lacks (SVE2, SME, the FEAT_XS barrier forms...), none of which "
+          "reads the PC"),
     Known("riscv64", "rejected-decodable", "100 0 00000 00000 10",
           "C.JR with rs1 = x0 is reserved (RVC opcode map); Ghidra decodes it as a jump to "
           "x0"),
