@@ -52,6 +52,8 @@ class Image:
     sizes: dict[str, int] = field(default_factory=dict)
     functions: dict[str, int] = field(default_factory=dict)
     """Function symbols with a nonzero size, by name."""
+    addresses: dict[str, list[int]] = field(default_factory=dict)
+    """Every address of each name: local symbols of several files may share a name."""
 
 
 def _perms(flags: int) -> str:
@@ -70,6 +72,7 @@ def _symbols(elf: ELFFile, image: Image) -> None:
             if not sym.name or shndx == "SHN_UNDEF" or kind not in _KINDS:
                 continue
             image.symbols[sym.name] = sym["st_value"]
+            image.addresses.setdefault(sym.name, []).append(sym["st_value"])
             image.sizes[sym.name] = sym["st_size"]
             if kind == "STT_FUNC" and sym["st_size"] > 0:
                 image.functions[sym.name] = sym["st_value"]
