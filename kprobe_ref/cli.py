@@ -46,12 +46,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="exit 1 if function NAME has an instruction that cannot be probed")
     audit.add_argument("--no-proofs", action="store_true",
                        help="do not run the proof obligations (no 'proved' column)")
+    from kprobe_ref.conformance.commands import add_commands as add_vectors
     from kprobe_ref.proofs.commands import add_commands
+    from kprobe_ref.trace.command import add_command as add_trace
 
     add_commands(sub)
-    from kprobe_ref.conformance.commands import add_commands as add_vectors
-
     add_vectors(sub)
+    add_trace(sub)
     return p
 
 
@@ -82,6 +83,11 @@ def _audit(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    from kprobe_ref.trace.command import join_dash_values
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["trace"]:
+        argv = join_dash_values(argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -90,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(sys.stdout, args.arch)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "trace":
+            from kprobe_ref.trace.command import run as run_trace
+
+            return run_trace(args)
         if args.command in ("prove", "reloc"):
             from kprobe_ref.proofs.commands import run
 

@@ -162,16 +162,22 @@ class RethookTable:
         """Run the return handlers of the returning call and resume at its real return
         address.  ``False`` if the task has no instance for this frame."""
         frame = self.m.arch.return_frame(regs)
-        while True:
+        chain: list[RetprobeInstance] = []
+        while not chain or chain[-1].ret_addr == self.trampoline:
             inst = self._pop_returning(frame)
             if inst is None:
-                return False
-            regs.pc = inst.ret_addr
+                if not chain:
+                    return False
+                break
+            chain.append(inst)
+        real = chain[-1].ret_addr
+        for inst in chain:
+            # Every handler sees the real return address, as rethook_trampoline_handler
+            # sets it before running them.
+            regs.pc = real
             self._run_return_handler(inst, regs)
             _recycle(inst)
-            if inst.ret_addr != self.trampoline:
-                break
-        self.m.arch.rethook_return(regs, inst.ret_addr)
+        self.m.arch.rethook_return(regs, real)
         return True
 
     def _run_return_handler(self, inst: RetprobeInstance, regs: PtRegs) -> None:
