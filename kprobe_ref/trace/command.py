@@ -112,8 +112,11 @@ def parse_call(text: str) -> tuple[str | None, str, list[int | bytes]]:
     return m["path"], m["func"], args
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+        ) -> int:
     """Run ``trace``: 0, 1 (a call faulted) or 2 (bad input)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     from kprobe_ref.trace.grammar import DefinitionError
     from kprobe_ref.trace.runner import Runner
 
