@@ -173,9 +173,14 @@ class TraceSession:
         site = Site(cmd)
         if cmd.user:
             self._check_file(cmd)
-            for proc in self.procs.values():
-                if _same_file(proc.path, cmd.path or ""):
-                    self._install_uprobe(site, proc)
+            try:
+                for proc in self.procs.values():
+                    if _same_file(proc.path, cmd.path or ""):
+                        self._install_uprobe(site, proc)
+            except BaseException:
+                self._remove_site(site)  # all or nothing: undo the processes done so far
+                self.removed.remove(site)
+                raise
         else:
             self._register_kernel(site)
         if event is None:
