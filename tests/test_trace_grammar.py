@@ -259,3 +259,69 @@ def test_kernel_number_parsing() -> None:
     assert kstrtol("-0x8") == -8 and kstrtol(str(1 << 63)) is None
     assert kstrtol("-" + str(1 << 63)) == -(1 << 63)
     assert simple_strtoul("12@3") == (12, "@3") and simple_strtoul("x") == (0, "x")
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = ["p", "r", "-", ":", "/", " ", "gcd", "+", "-", "4", "0x", "%", "ax", "di", "rax",
+           "$", "arg", "stack", "retval", "comm", "@", "(", ")", "u", "\\", '"', "=", "x",
+           "string", "u8", "s16", "b3@2/8", "[", "]", "2", "symbol", "%return", "*", ".", "1"]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14).map("".join))
+def test_any_command_is_parsed_or_refused_by_a_definition_error(text: str) -> None:
+    class One(SymbolCounter):
+        def count(self, name: str) -> int:
+            return 1 if name == "gcd" else 0
+
+    try:
+        parse(text, "x86_64", One())
+    except DefinitionError as err:
+        assert err.code is None or err.code in ERRORS
+        assert err.position is None or 0 <= err.position <= len(" ".join(text.split())) + 1
+
+
+_BASE = st.sampled_from(["%di", "%si", "%sp", "%ip", "$stack", "$stack0", "$stack3", "$comm",
+                         "@0x20000000", "@gcd", "@gcd+4", "\\0x20000000", "\\-1", "$arg1",
+                         "$arg9", "@0x10"])
+
+
+def _deref(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.tuples(st.sampled_from(["+", "-", "+u", "-u"]), st.integers(0, 64), inner).map(
+        lambda t: f"{t[0]}{t[1]}({t[2]})")
+
+
+_FETCH = st.recursive(_BASE, _deref, max_leaves=3)
+_TYPE = st.sampled_from(["", ":u8", ":s32", ":x16", ":char", ":string", ":ustring", ":symbol",
+                         ":symstr", ":b3@2/8", ":u8[3]", ":string[2]", ":s64[2]"])
+
+
+@pytest.fixture(scope="module")
+def session_machine() -> Machine:
+    m = Machine("x86_64")
+    m.load_elf(bundled_image("x86_64"))
+    return m
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(_FETCH, _TYPE).map("".join), min_size=1, max_size=4))
+def test_accepted_fetch_arguments_always_record_an_event(session_machine: Machine,
+                                                         args: list[str]) -> None:
+    """Whatever the kernel accepts fetches without an error at the hit: unmapped reads
+    become 0 or (fault), as in Linux."""
+    session = TraceSession(session_machine)
+    try:
+        session.define("p:fz gcd " + " ".join(args))
+    except DefinitionError:
+        return
+    try:
+        assert session_machine.call(session_machine.images[0].symbols["gcd"], 48, 18) == 6
+        assert len(session.records) == 1
+        assert len(session.records[0].args) == len(args)
+    finally:
+        session.define("-:fz")
+    assert not session_machine.points
