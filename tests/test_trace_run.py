@@ -164,3 +164,30 @@ def test_bad_input_exits_2_without_a_traceback(capsys: pytest.CaptureFixture[str
     status, _, err = trace(capsys, *argv)
     assert status == 2
     assert err.startswith("kprobe-ref") and "Traceback" not in err
+
+
+def test_one_event_with_several_probes_and_group_deletion(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, lines, err = trace(
+        capsys, "-e", "p:grp/ev gcd a=%di", "-e", "p:grp/ev factorial a=%di",
+        "-e", "p:other gcd", "--call", "gcd(48, 18)", "--call", "factorial(3)",
+        "-e", "-:grp/", "--call", "gcd(1, 1)",
+    )
+    assert status == 0, err
+    ev = events(lines)
+    assert [(e[1], e[2].split("+")[0], e[3].get("a")) for e in ev] == [
+        ("ev", "gcd", "0x30"), ("other", "gcd", None), ("ev", "factorial", "0x3"),
+        ("other", "gcd", None),
+    ]
+
+
+def test_return_probe_on_an_address_inside_a_function_fails_to_register(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kprobe_ref.sim.elf import read_image
+
+    gcd = read_image(bundled_image("x86_64"), "x86_64").symbols["gcd"]
+    status, _, err = trace(capsys, "-e", f"r {gcd + 1:#x}", "--call", "gcd(1, 2)")
+    assert status == 2
+    assert "Failed to register probe event" in err and "not a function entry" in err
