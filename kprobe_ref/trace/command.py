@@ -34,8 +34,9 @@ examples:
       -e 'r:gcd_out gcd ret=$retval' --call 'gcd(48, 18)'
   kprobe-ref trace --arch aarch64 -e 'p hand_strlen s=+0(%x0):string' \\
       --call 'hand_strlen("hello")'
-  kprobe-ref trace --arch riscv64 -e 'p:u kprobe_ref/corpus/riscv64/user.elf:0x1000 %a0' \\
+  kprobe-ref trace --arch riscv64 -e 'p:u kprobe_ref/corpus/riscv64/user.elf:0x20ee %a0' \\
       --call 'kprobe_ref/corpus/riscv64/user.elf:gcd(4, 6)'
+  kprobe-ref trace -e 'p:g gcd' --call 'gcd(4, 6)' -e '-:g' --call 'gcd(8, 12)'
 grammar: Linux 6.12 Documentation/trace/kprobetrace.rst and uprobetracer.rst; see
 docs/trace.md for every form and error."""
 
@@ -69,7 +70,9 @@ def add_command(sub: Any) -> None:
     """Add ``trace`` to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "trace", help="probe events in the kernel's kprobe_events syntax, ftrace output",
-        description=__doc__.splitlines()[0], epilog=EPILOG,
+        description="Probe events in the kernel's kprobe_events/uprobe_events syntax, "
+                    "recorded on the simulated machine, printed in ftrace format.",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--arch", default=None,
