@@ -21,22 +21,22 @@ from dataclasses import dataclass, field
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.trace.grammar import Insn, Op, ProbeArg
 
-__all__ = ["FAULT", "FetchEnv", "Value", "fetch_args", "fetch_value"]
+__all__ = ["FAULT", "Fault", "FetchEnv", "Value", "fetch_args", "fetch_value"]
 
 MAX_STRING_SIZE = 4096
 """``PATH_MAX``: the longest string a fetch records (with its terminating NUL)."""
 _MASK = (1 << 64) - 1
 
 
-class _Fault:
+class Fault:
     """A string fetch that faulted (printed ``(fault)``)."""
 
     def __repr__(self) -> str:
         return "FAULT"
 
 
-FAULT = _Fault()
-Value = int | str | _Fault | list["Value"]
+FAULT = Fault()
+Value = int | str | Fault | list["Value"]
 
 
 @dataclass
@@ -66,7 +66,7 @@ class FetchEnv:
         value = self.word(self.regs.sp + 8 * n, self.user)
         return 0 if value is None else value
 
-    def string(self, addr: int, user: bool) -> str | _Fault:
+    def string(self, addr: int, user: bool) -> str | Fault:
         """The NUL-terminated string at ``addr`` (at most ``MAX_STRING_SIZE - 1`` bytes)."""
         out = bytearray()
         while len(out) < MAX_STRING_SIZE - 1:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from kprobe_ref.trace.fetch import Value, _Fault
+from kprobe_ref.trace.fetch import Value, Fault
 from kprobe_ref.trace.grammar import FetchType
 
 __all__ = ["HEADER", "Record", "format_json", "format_line", "format_value", "profile_lines"]
@@ -61,7 +61,7 @@ class Record:
 
 
 def _one(t: FetchType, v: Value, symbolize: object) -> str:
-    if isinstance(v, _Fault):
+    if isinstance(v, Fault):
         return "(fault)"
     if isinstance(v, str):
         return f'"{v}"'
@@ -95,7 +95,7 @@ def format_line(r: Record, symbolize: object) -> str:
 def _json_value(v: Value, t: FetchType, symbolize: object) -> object:
     if isinstance(v, list):
         return [_json_value(e, t, symbolize) for e in v]
-    if isinstance(v, _Fault):
+    if isinstance(v, Fault):
         return None
     if isinstance(v, int) and t.fmt == "S":
         assert callable(symbolize)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kprobe_ref.errors import InvalidProbeDefinition
@@ -41,6 +40,7 @@ __all__ = [
     "Insn",
     "Op",
     "ProbeArg",
+    "ProbeLog",
     "ProbeDefinition",
     "SymbolCounter",
     "parse",
@@ -341,8 +341,9 @@ class SymbolCounter:
 # -- the log ----------------------------------------------------------------------------------
 
 
-class _Log:
-    """``trace_probe_log``: the command's arguments and the one being parsed."""
+class ProbeLog:
+    """``trace_probe_log``: the command's arguments and the one being parsed; ``err``
+    makes the error with the caret where the kernel puts it."""
 
     def __init__(self, subsystem: str, argv: list[str]) -> None:
         self.subsystem, self.argv, self.index = subsystem, argv, 0
@@ -373,7 +374,7 @@ def _good_name(name: str, hash_ok: bool = False) -> bool:
                for c in name[1:])
 
 
-def _parse_event_name(log: _Log, text: str, offset: int, group: str
+def _parse_event_name(log: ProbeLog, text: str, offset: int, group: str
                       ) -> tuple[str | None, str]:
     """``traceprobe_parse_event_name``: ``(event or None, group)``."""
     slash = text.find("/")
@@ -434,14 +435,14 @@ class _Code:
     def cur(self) -> Insn:
         return self.insns[self.i]
 
-    def advance(self, log: _Log, ctx: _Ctx) -> None:
+    def advance(self, log: ProbeLog, ctx: _Ctx) -> None:
         """``if (++code == end) TOO_MANY_OPS``."""
         self.i += 1
         if self.i == FETCH_INSN_MAX - 1:
             raise log.err(ctx.offset, "TOO_MANY_OPS")
 
 
-def _parse_vars(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
+def _parse_vars(log: ProbeLog, arg: str, code: _Code, ctx: _Ctx) -> None:
     """``parse_probe_vars``: ``$retval``, ``$stack``, ``$stackN``, ``$comm``, ``$argN``."""
     var, c = arg[1:], code.cur
     if var.startswith("retval"):
@@ -482,7 +483,7 @@ def _parse_vars(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
     raise log.err(ctx.offset, "BAD_VAR")
 
 
-def _parse_mem(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
+def _parse_mem(log: ProbeLog, arg: str, code: _Code, ctx: _Ctx) -> None:
     """``@ADDR``, ``@+FILE_OFFSET`` (uprobes), ``@SYM[+|-offs]`` (kprobes)."""
     c = code.cur
     if arg[1:2].isdigit():
@@ -507,7 +508,7 @@ def _parse_mem(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
     code.cur.op, code.cur.offset = Op.DEREF, 0
 
 
-def _parse_deref(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
+def _parse_deref(log: ProbeLog, arg: str, code: _Code, ctx: _Ctx) -> None:
     """``+|-[u]OFFS(FETCHARG)``, with the kernel's column arithmetic: the ``u`` is
     overwritten by the sign rather than skipped, so the inner argument's column is one
     short after ``+u`` and ``-u``, as in ``error_log``."""
@@ -536,7 +537,7 @@ def _parse_deref(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
     code.cur.op, code.cur.offset = op, offset
 
 
-def _parse_imm(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
+def _parse_imm(log: ProbeLog, arg: str, code: _Code, ctx: _Ctx) -> None:
     """``\\IMM`` and the immediate string ``\\"TEXT"``."""
     c = code.cur
     if arg[1:2] == '"':
@@ -560,7 +561,7 @@ def _parse_imm(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
     c.op, c.imm = Op.IMM, value & ((1 << 64) - 1)
 
 
-def _parse_arg(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
+def _parse_arg(log: ProbeLog, arg: str, code: _Code, ctx: _Ctx) -> None:
     """``parse_probe_arg``: the recursive fetch-argument parser."""
     first = arg[:1]
     if first == "$":
@@ -582,7 +583,7 @@ def _parse_arg(log: _Log, arg: str, code: _Code, ctx: _Ctx) -> None:
         raise log.err(ctx.offset, "BAD_FETCH_ARG")
 
 
-def _parse_type(log: _Log, body: str, parg: ProbeArg, ctx: _Ctx, user: bool
+def _parse_type(log: ProbeLog, body: str, parg: ProbeArg, ctx: _Ctx, user: bool
                 ) -> tuple[str, str | None, int]:
     """``parse_probe_arg_type``: split ``FETCHARG:TYPE[N]``; returns the fetch text, the
     type text and its column in the body."""
@@ -626,13 +627,13 @@ _SYMSTR_OPS = (Op.REG, Op.STACK, Op.RETVAL, Op.ARG, Op.DEREF)
 _STRING_OPS = (Op.DEREF, Op.UDEREF, Op.IMM, Op.COMM, Op.DATA)
 
 
-def _next_free(log: _Log, code: _Code, ctx: _Ctx) -> None:
+def _next_free(log: ProbeLog, code: _Code, ctx: _Ctx) -> None:
     code.i += 1
     if code.cur.op is not Op.NOP:
         raise log.err(ctx.offset, "TOO_MANY_OPS")
 
 
-def _finalize(log: _Log, code: _Code, parg: ProbeArg, type_text: str | None,
+def _finalize(log: ProbeLog, code: _Code, parg: ProbeArg, type_text: str | None,
               type_offset: int, ctx: _Ctx) -> None:
     """``finalize_fetch_insn``: add the store, bitfield and array instructions."""
     t, c = parg.type, code.cur
@@ -671,7 +672,7 @@ def _finalize(log: _Log, code: _Code, parg: ProbeArg, type_text: str | None,
     code.cur.op = Op.END
 
 
-def _bitfield(log: _Log, code: _Code, bf: str, t: FetchType, ctx: _Ctx, col: int) -> None:
+def _bitfield(log: ProbeLog, code: _Code, bf: str, t: FetchType, ctx: _Ctx, col: int) -> None:
     """``__parse_bitfield_probe_arg``: ``b<width>@<offset>/<size>``."""
     width, tail = simple_strtoul(bf[1:])
     ok = width != 0 and tail[:1] == "@"
@@ -688,7 +689,7 @@ def _bitfield(log: _Log, code: _Code, bf: str, t: FetchType, ctx: _Ctx, col: int
     c.op, c.lshift, c.rshift, c.basesize = Op.MOD_BF, bits - (width + start), bits - width, t.size
 
 
-def _parse_probe_arg(log: _Log, args: list[ProbeArg], i: int, text: str, ctx: _Ctx,
+def _parse_probe_arg(log: ProbeLog, args: list[ProbeArg], i: int, text: str, ctx: _Ctx,
                      user: bool, size: list[int]) -> ProbeArg:
     """``traceprobe_parse_probe_arg``: ``[NAME=]FETCHARG[:TYPE]``."""
     eq = text.find("=")
@@ -721,7 +722,7 @@ def _parse_probe_arg(log: _Log, args: list[ProbeArg], i: int, text: str, ctx: _C
     return parg
 
 
-def _parse_args(log: _Log, argv: list[str], ctx: _Ctx, user: bool) -> list[ProbeArg]:
+def _parse_args(log: ProbeLog, argv: list[str], ctx: _Ctx, user: bool) -> list[ProbeArg]:
     args: list[ProbeArg] = []
     size = [0]
     for i, text in enumerate(argv[2:]):
@@ -731,7 +732,7 @@ def _parse_args(log: _Log, argv: list[str], ctx: _Ctx, user: bool) -> list[Probe
     return args
 
 
-def _check_var_args(log: _Log, argv: list[str], ctx: _Ctx) -> None:
+def _check_var_args(log: ProbeLog, argv: list[str], ctx: _Ctx) -> None:
     """``argv_has_var_arg`` and the BTF expansion of ``$arg*`` (not supported)."""
     star = -1
     for i, text in enumerate(argv[2:]):
@@ -754,7 +755,7 @@ def _check_var_args(log: _Log, argv: list[str], ctx: _Ctx) -> None:
 # -- the two commands -------------------------------------------------------------------------
 
 
-def _maxactive(log: _Log, head: str, event_at: int | None, is_return: bool) -> int:
+def _maxactive(log: ProbeLog, head: str, event_at: int | None, is_return: bool) -> int:
     if not head[1:2].isdigit():
         return 0
     if not is_return:
@@ -770,7 +771,7 @@ def _maxactive(log: _Log, head: str, event_at: int | None, is_return: bool) -> i
     return n
 
 
-def _kprobe_symbol(log: _Log, text: str, symbols: SymbolCounter, is_return: bool
+def _kprobe_symbol(log: ProbeLog, text: str, symbols: SymbolCounter, is_return: bool
                    ) -> tuple[str, int, bool]:
     """The ``[MOD:]SYM[+offs][%return]`` of a kprobe: ``(symbol, offset, is_return)``."""
     pct = text.find("%")
@@ -798,7 +799,7 @@ def _kprobe_symbol(log: _Log, text: str, symbols: SymbolCounter, is_return: bool
 
 def _parse_kprobe(argv: list[str], isa: str, symbols: SymbolCounter) -> ProbeDefinition:
     head, is_return = argv[0], argv[0][0] == "r"
-    log = _Log("trace_kprobe", argv)
+    log = ProbeLog("trace_kprobe", argv)
     colon = head.find(":", 1)
     event_at = colon + 1 if colon >= 0 else None
     maxactive = _maxactive(log, head, event_at, is_return)
@@ -837,7 +838,7 @@ def _parse_uprobe(argv: list[str], isa: str) -> ProbeDefinition:
     event_text = head[2:] if head[1:2] == ":" else None
     spec = argv[1]
     colon = spec.rfind(":")
-    log = _Log("trace_uprobe", argv)
+    log = ProbeLog("trace_uprobe", argv)
     log.index = 1
     path, rest = spec[:colon], spec[colon + 1:]
     if not os.path.exists(path):
@@ -871,7 +872,7 @@ def _parse_uprobe(argv: list[str], isa: str) -> ProbeDefinition:
                            path=path, file_offset=offset, ref_ctr_offset=ref_ctr)
 
 
-def _refcount(log: _Log, rest: str, base: int) -> tuple[str, int]:
+def _refcount(log: ProbeLog, rest: str, base: int) -> tuple[str, int]:
     """``OFFSET(REF_CTR_OFFSET)``: the file offset of an SDT semaphore (a ``u16`` the
     kernel increments in each process while the probe is installed)."""
     open_at = rest.find("(")
@@ -915,9 +916,7 @@ def parse(text: str, isa: str, symbols: SymbolCounter | None = None
         colon = argv[1].rfind(":")
         if not argv[1][colon + 1: colon + 2].isdigit():
             raise _generic(argv, "Invalid argument", "a uprobe is PATH:OFFSET")
-        _maxactive(_Log("trace_kprobe", argv), argv[0], None, argv[0][0] == "r")
+        _maxactive(ProbeLog("trace_kprobe", argv), argv[0], None, argv[0][0] == "r")
         return _parse_uprobe(argv, isa)
     return _parse_kprobe(argv, isa, symbols or SymbolCounter())
 
-
-ParseFn = Callable[[str], "ProbeDefinition | Deletion"]

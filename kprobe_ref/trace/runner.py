@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
+from kprobe_ref.errors import InvalidProbeDefinition
 from kprobe_ref.sim.errors import MachineError
 from kprobe_ref.sim.machine import Machine
 from kprobe_ref.trace.format import HEADER, format_json, format_line, profile_lines
@@ -124,7 +124,3 @@ class Runner:
         for line in profile_lines(kern, user):
             print(line, file=out)
 
-
-def describe(exc: KprobeError | MachineError) -> str:
-    """One line for an error."""
-    return str(exc)

@@ -47,7 +47,7 @@ from kprobe_ref.trace.grammar import (
     Op,
     ProbeDefinition,
     SymbolCounter,
-    _Log,
+    ProbeLog,
     parse,
 )
 from kprobe_ref.uprobe import register_uprobe, register_uretprobe
@@ -194,7 +194,7 @@ class TraceSession:
         event = self.events.get((d.group, d.event))
         if event is None:
             return None
-        log = _Log(d.subsystem, d.argv)
+        log = ProbeLog(d.subsystem, d.argv)
         old = event.first
         if old.user != d.user:
             raise log.err(0, "EVENT_EXIST")
@@ -242,7 +242,7 @@ class TraceSession:
 
     # -- kernel probes ----------------------------------------------------------------------
     def _kernel_address(self, d: ProbeDefinition) -> int:
-        log = _Log(d.subsystem, d.argv)
+        log = ProbeLog(d.subsystem, d.argv)
         log.index = 1
         if d.symbol is None:
             assert d.address is not None
@@ -254,7 +254,7 @@ class TraceSession:
 
     def _resolve_symbols(self, d: ProbeDefinition) -> None:
         """``traceprobe_update_arg``: give each ``@SYM[+|-offs]`` its address."""
-        log = _Log(d.subsystem, d.argv)
+        log = ProbeLog(d.subsystem, d.argv)
         log.index = 1
         for arg in d.args:
             for i, insn in enumerate(arg.code):
@@ -276,7 +276,7 @@ class TraceSession:
         addr = self._kernel_address(d)
         self._resolve_symbols(d)
         site.address = addr
-        log = _Log(d.subsystem, d.argv)
+        log = ProbeLog(d.subsystem, d.argv)
         log.index = 1
         try:
             if d.is_return:
@@ -304,7 +304,7 @@ class TraceSession:
         try:
             _file_to_vaddr(d.path, d.file_offset)
         except KprobeError as exc:
-            log = _Log(d.subsystem, d.argv)
+            log = ProbeLog(d.subsystem, d.argv)
             log.index = 1
             raise _reg_error(log, "BAD_UPROBE_OFFS", str(exc)) from None
 
@@ -340,7 +340,7 @@ class TraceSession:
                 pb = pb.with_pre_handler(self._pre_handler(site, proc))
                 site.installed[proc.pid] = register_uprobe(process.manager, process.points, pb)
         except KprobeError as exc:
-            log = _Log(d.subsystem, d.argv)
+            log = ProbeLog(d.subsystem, d.argv)
             log.index = 1
             raise _reg_error(log, "FAIL_REG_PROBE", str(exc)) from None
         if d.ref_ctr_offset:
@@ -453,7 +453,7 @@ def _split_symbol(text: str) -> tuple[str, str, str]:
     return text, "", ""
 
 
-def _reg_error(log: _Log, code: str, detail: str) -> DefinitionError:
+def _reg_error(log: ProbeLog, code: str, detail: str) -> DefinitionError:
     err = log.err(0, code)
     err.detail = detail
     return err
