@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from kprobe_ref.trace.fetch import Value, Fault
+from kprobe_ref.trace.fetch import Fault, Value
 from kprobe_ref.trace.grammar import FetchType
 
 __all__ = ["HEADER", "Record", "format_json", "format_line", "format_value", "profile_lines"]

@@ -40,8 +40,8 @@ __all__ = [
     "Insn",
     "Op",
     "ProbeArg",
-    "ProbeLog",
     "ProbeDefinition",
+    "ProbeLog",
     "SymbolCounter",
     "parse",
 ]

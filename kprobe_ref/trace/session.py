@@ -46,8 +46,8 @@ from kprobe_ref.trace.grammar import (
     Deletion,
     Op,
     ProbeDefinition,
-    SymbolCounter,
     ProbeLog,
+    SymbolCounter,
     parse,
 )
 from kprobe_ref.uprobe import register_uprobe, register_uretprobe
