@@ -191,3 +191,15 @@ def test_return_probe_on_an_address_inside_a_function_fails_to_register(
     status, _, err = trace(capsys, "-e", f"r {gcd + 1:#x}", "--call", "gcd(1, 2)")
     assert status == 2
     assert "Failed to register probe event" in err and "not a function entry" in err
+
+
+def test_deletion_matches_the_place_and_arguments_as_the_kernel_prints_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, lines, err = trace(
+        capsys, "-e", "p:ev gcd a=%di", "-e", "p:ev factorial+0 a=%di",
+        "-e", "-:ev factorial a=%di", "--call", "gcd(4, 6)", "--call", "factorial(3)",
+        "-e", "-:ev gcd a=%si",
+    )
+    assert status == 2 and "No such file or directory" in err
+    assert [(e[1], e[2].split("+")[0]) for e in events(lines)] == [("ev", "gcd")]

@@ -210,19 +210,22 @@ class TraceSession:
         return event
 
     def _delete(self, cmd: Deletion) -> None:
+        """``dyn_event_release``: remove every probe whose event, group and (when given)
+        place and arguments match; an event left with no probe goes."""
         matched = [
-            e for e in self.events.values()
+            (e, site) for e in self.events.values() for site in e.sites
             if (not cmd.event or e.name == cmd.event)
             and (cmd.group is None or e.group == cmd.group)
-            and _args_match(e.first, cmd.args)
+            and _head_matches(site.defn, cmd.args)
         ]
         if not matched:
             raise DefinitionError("dynamic_events", None, cmd.command, None,
                                   "No such file or directory", "no such probe event")
-        for event in matched:
-            for site in event.sites:
-                self._remove_site(site)
-            del self.events[(event.group, event.name)]
+        for event, site in matched:
+            self._remove_site(site)
+            event.sites.remove(site)
+            if not event.sites:
+                del self.events[(event.group, event.name)]
 
     def _remove_site(self, site: Site) -> None:
         if site.kprobe is not None:
@@ -477,11 +480,24 @@ def _same_probe(a: ProbeDefinition, b: ProbeDefinition) -> bool:
     return place_a == place_b and [x.comm for x in a.args] == [y.comm for y in b.args]
 
 
-def _args_match(d: ProbeDefinition, argv: list[str]) -> bool:
-    """``trace_probe_match_command_args``: each given ``NAME=FETCHARG`` matches."""
-    if len(d.args) < len(argv):
+def _head_matches(d: ProbeDefinition, argv: list[str]) -> bool:
+    """``trace_kprobe_match_command_head`` / ``trace_uprobe_match_command_head``: the
+    place as the kernel prints it (``SYM``, ``SYM+OFFS``, ``0x%p``; ``PATH:0x%016lx``),
+    then each ``NAME=FETCHARG`` (``trace_probe_match_command_args``)."""
+    if not argv:
+        return True
+    if d.user:
+        place = f"{d.path}:0x{d.file_offset:016x}"
+        if d.ref_ctr_offset:
+            place += f"(0x{d.ref_ctr_offset:x})"
+    elif d.symbol is None:
+        place = f"0x{d.address or 0:016x}"
+    else:
+        place = f"{d.symbol}+{d.offset}" if d.offset else d.symbol
+    if argv[0] != place or len(d.args) < len(argv) - 1:
         return False
-    return all(text == f"{a.name}={a.comm}" for a, text in zip(d.args, argv, strict=False))
+    return all(text == f"{a.name}={a.comm}"
+               for a, text in zip(d.args, argv[1:], strict=False))
 
 
 def _same_file(a: str, b: str) -> bool:
