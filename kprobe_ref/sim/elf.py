@@ -116,8 +116,16 @@ def load_image(space: AddressSpace, image: Image) -> None:
     for seg in image.segments:
         for p in range(page_down(seg.vaddr), page_up(seg.vaddr + seg.memsz), PAGE):
             pages[p] = "".join(sorted(set(pages.get(p, "") + seg.perms), key="rwx".index))
-    for p, perms in sorted(pages.items()):
-        space.map(p, PAGE, perms)
+    run_start, run_end, run_perms = 0, 0, ""
+    for p, perms in sorted(pages.items()):  # one mapping per run of like pages
+        if p == run_end and perms == run_perms:
+            run_end += PAGE
+            continue
+        if run_end > run_start:
+            space.map(run_start, run_end - run_start, run_perms)
+        run_start, run_end, run_perms = p, p + PAGE, perms
+    if run_end > run_start:
+        space.map(run_start, run_end - run_start, run_perms)
     for seg in image.segments:
         space.cpu.mem_write(seg.vaddr, seg.data)
     for name, addr in image.functions.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from kprobe_ref.errors import InvalidProbeDefinition
+from kprobe_ref.sim.elf import Image
 from kprobe_ref.sim.errors import MachineError
 from kprobe_ref.sim.machine import Machine
 from kprobe_ref.trace.format import HEADER, format_json, format_line, profile_lines
@@ -26,6 +27,8 @@ class Runner:
     machine: Machine
     calls: list[tuple[str, int]] = field(default_factory=list)
     failure: str = ""
+    skipped: list[str] = field(default_factory=list)
+    """Segments of the image not loaded because the machine's own pages are there."""
 
     def __post_init__(self) -> None:
         from kprobe_ref.trace.session import TraceSession
@@ -45,13 +48,15 @@ class Runner:
                 f"unknown ISA {arch!r} (known: {', '.join(sorted(ARCHES))})"
             )
         if image is None:
-            path = str(bundled_image(arch or "x86_64"))
-        else:
-            path = image
-            arch = read_image(path, arch).isa
-        m = Machine(arch or "x86_64")
-        m.load_elf(path)
-        return cls(m)
+            m = Machine(arch or "x86_64")
+            m.load_elf(bundled_image(arch or "x86_64"))
+            return cls(m)
+        loaded = read_image(image, arch)
+        m = Machine(loaded.isa)
+        runner = cls(m)
+        runner.skipped = _load_around(m, loaded)
+        runner.session = type(runner.session)(m)
+        return runner
 
     # -- calls ---------------------------------------------------------------------------------
     def _function(self, name: str, pid: int | None) -> int:
@@ -117,6 +122,8 @@ class Runner:
                                   "hits": hit}), file=out)
             return
         out.write(HEADER.format(n=len(records)))
+        for note in self.skipped:
+            print(f"# not loaded: {note}", file=out)
         for r in records:
             print(format_line(r, sym), file=out)
         for text, ret in self.calls:
@@ -124,3 +131,23 @@ class Runner:
         for line in profile_lines(kern, user):
             print(line, file=out)
 
+
+
+def _load_around(m: Machine, image: Image) -> list[str]:
+    """Load ``image`` into the kernel space, leaving out the segments that overlap the
+    machine's own pages (a distribution vmlinux links its per-CPU data at address 0, where
+    the machine keeps its return-stop page); returns what was left out."""
+    from kprobe_ref.sim.elf import load_image
+
+    space = m.kernel
+    kept, skipped = [], []
+    for seg in image.segments:
+        if space.is_free(seg.vaddr, max(seg.memsz, 1)):
+            kept.append(seg)
+        else:
+            skipped.append(f"segment {seg.vaddr:#x}..{seg.vaddr + seg.memsz:#x} "
+                           f"({seg.perms}) overlaps the machine's own memory")
+    image.segments = kept
+    load_image(space, image)
+    m.images.append(image)
+    return skipped
