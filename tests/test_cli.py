@@ -22,6 +22,16 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
+def _nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and the parsers of its own subcommands (``vectors export``)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _nested(child)
+    return found
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -30,11 +40,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("name", sorted(_commands()))
 def test_every_option_has_help_and_every_command_an_example(name: str) -> None:
-    parser = _commands()[name]
-    for action in parser._actions:
-        assert action.help, f"{name} {action.option_strings or action.dest} has no help"
-    assert parser.epilog and "examples:" in parser.epilog
-    assert f"kprobe-ref {name}" in parser.epilog
+    for parser in _nested(_commands()[name]):
+        for action in parser._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        assert parser.epilog and "examples:" in parser.epilog
+        assert f"kprobe-ref {name}" in parser.epilog
 
 
 def test_readme_names_every_command_with_an_example() -> None:
