@@ -298,6 +298,16 @@ def _progress_bar(stream: TextIO) -> Callable[[int, int, str], None]:
     return show
 
 
+NOT_RUN_HINT = (
+    "  no function was run, so no verdict is verified by execution.  To verify: give\n"
+    "  argument lists with --inputs FILE (JSON in the format of\n"
+    "  kprobe_ref/corpus/functions.json: {\"f\": {\"args\": [\"int\"], \"cases\": [[5]]}}),\n"
+    "  or build the image with -g so its DWARF shows which functions take only integer\n"
+    "  arguments (those get drawn inputs).\n"
+)
+"""What a report without any run says about getting verified runs."""
+
+
 def _human(isa: str, path: str, reports: list[FunctionReport], out: TextIO) -> None:
     from kprobe_ref.reasons import REASONS
 
@@ -306,6 +316,8 @@ def _human(isa: str, path: str, reports: list[FunctionReport], out: TextIO) -> N
     out.write(f"  verdicts: {_counts(s['verdicts'])}\n")
     out.write(f"  rules:    {_counts(s['proved'])}\n")
     out.write(f"  verified: {_counts(s['verified'])}\n")
+    if not any(i.verified != "not-run" for f in reports for i in f.instructions):
+        out.write(NOT_RUN_HINT)
     out.write(f"  {'function':28} {'insns':>5} {'sim':>4} {'step':>4} {'rej':>4} {'prv':>4} "
               f"{'ok':>4} {'div':>4}  inputs\n")
     for f in reports:

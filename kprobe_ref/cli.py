@@ -15,6 +15,8 @@ Subcommands:
   machine, as JSON Lines; counts per ISA, row and reason (``docs/conformance.md``).
 - ``sweep --arch A [--range LO:HI] [--scheduler ADDRESS] ...``: every instruction word's
   verdict against Ghidra's SLEIGH specification, sharded on Dask (``docs/sweep.md``).
+- ``trace [--arch A] [--image IMAGE] -e DEFINITION... --call 'FUNC(ARG, ...)'... [--json]``:
+  probe events in the kernel's ``kprobe_events`` syntax, printed in ftrace format.
 
 Bad input (an unknown ISA, a missing file) prints one line to standard error and exits with
 status 2.
@@ -32,30 +34,71 @@ from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
 __all__ = ["main"]
 
 
+DEMO_EPILOG = """\
+examples:
+  kprobe-ref demo
+  kprobe-ref demo --arch loongarch64"""
+
+AUDIT_EPILOG = """\
+examples:
+  kprobe-ref audit                                  the bundled corpus of all four ISAs
+  kprobe-ref audit vmlinux --function vfs_read --no-proofs
+  kprobe-ref audit prog.elf --inputs inputs.json --fail-on-reject hot_path --json
+exit status: 0, 1 a divergence or a --fail-on-reject function with a rejection, 2 bad
+input.  docs/audit.md describes the inputs file."""
+
+MAIN_EPILOG = """\
+commands (kprobe-ref COMMAND --help for each):
+  demo     kprobe-ref demo --arch aarch64
+  audit    kprobe-ref audit IMAGE --inputs inputs.json
+  prove    kprobe-ref prove --arch riscv64
+  reloc    kprobe-ref reloc --arch x86_64 --bytes 0x7405 --addr 0x401000
+  trace    kprobe-ref trace -e 'p:gcd_in gcd a=%di' --call 'gcd(48, 18)'
+  vectors  kprobe-ref vectors export --arch riscv64 --out DIR
+exit status: 0 success, 1 a divergence, failed proof or failed gate, 2 bad input."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kprobe-ref", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="probe the bundled sample programs")
-    demo.add_argument("--arch", default="x86_64", choices=sorted(ARCHES))
-    audit = sub.add_parser("audit", help="probe-safety report for a compiled image")
+    from kprobe_ref import __version__
+
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="kprobe-ref", epilog=MAIN_EPILOG, formatter_class=raw,
+        description="kprobes, kretprobes, uprobes and uretprobes on x86_64, aarch64, "
+                    "riscv64 and loongarch64: a reference implementation with proofs.",
+    )
+    p.add_argument("--version", action="version", version=f"kprobe-ref {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="probe the bundled sample programs",
+                          description="Probes on the bundled sample programs, compared with "
+                                      "unprobed runs.", epilog=DEMO_EPILOG,
+                          formatter_class=raw)
+    demo.add_argument("--arch", default="x86_64", choices=sorted(ARCHES),
+                      help="the ISA whose sample programs run (default x86_64)")
+    audit = sub.add_parser("audit", help="probe-safety report for a compiled image",
+                           description="Which instructions of an image can be probed, by "
+                                       "which rule, and why not.", epilog=AUDIT_EPILOG,
+                           formatter_class=raw)
     audit.add_argument("image", nargs="?", help="static ELF image (default: the bundled corpus)")
     audit.add_argument("--arch", help="the image's ISA (checked against the image)")
     audit.add_argument("--function", action="append", default=[], help="audit only NAME")
     audit.add_argument("--inputs", help="argument lists for functions (JSON, see docs)")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
-    audit.add_argument("--jobs", type=int, default=1, help="worker processes")
+    audit.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     audit.add_argument("--fail-on-reject", action="append", default=[], metavar="NAME",
                        help="exit 1 if function NAME has an instruction that cannot be probed")
     audit.add_argument("--no-proofs", action="store_true",
                        help="do not run the proof obligations (no 'proved' column)")
+    from kprobe_ref.conformance.commands import add_commands as add_vectors
     from kprobe_ref.proofs.commands import add_commands
     from kprobe_ref.sweep.commands import add_command
+    from kprobe_ref.trace.command import add_command as add_trace
 
     add_commands(sub)
-    from kprobe_ref.conformance.commands import add_commands as add_vectors
-
     add_vectors(sub)
     add_command(sub)
+    add_trace(sub)
     return p
 
 
@@ -86,6 +129,11 @@ def _audit(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    from kprobe_ref.trace.command import join_dash_values
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["trace"]:
+        argv = join_dash_values(argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -94,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(sys.stdout, args.arch)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "trace":
+            from kprobe_ref.trace.command import run as run_trace
+
+            return run_trace(args)
         if args.command in ("prove", "reloc"):
             from kprobe_ref.proofs.commands import run
 

@@ -18,9 +18,12 @@ __all__ = [
     "InvalidProbeDefinition",
     "KprobeError",
     "NoSuchProcess",
+    "NotInstructionBoundary",
     "NotRegistered",
     "OutOfReach",
     "SimulatedFault",
+    "SymbolNotUnique",
+    "UnknownSymbol",
     "UnsupportedInstruction",
 ]
 
@@ -31,6 +34,19 @@ class KprobeError(Exception):
 
 class InvalidAddress(KprobeError):
     """The probe address is unmapped, misaligned, not an instruction boundary, or reserved."""
+
+
+class NotInstructionBoundary(InvalidAddress):
+    """The address lies inside an instruction of a known function (Linux: ``-EILSEQ``)."""
+
+
+class UnknownSymbol(InvalidAddress):
+    """``with_symbol`` names no symbol the host knows (``kallsyms_lookup_name`` fails)."""
+
+
+class SymbolNotUnique(InvalidAddress):
+    """``with_symbol`` names several symbols; Linux refuses it ("The symbol is not
+    unique") and asks for an address instead."""
 
 
 class UnsupportedInstruction(KprobeError):

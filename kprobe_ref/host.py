@@ -52,6 +52,11 @@ class KprobeAuxiliaryOps(Protocol):
         """Return ``(start, size)`` of the known function containing ``addr`` (kallsyms, or
         the process image's symbol table), or ``None``."""
 
+    def lookup_symbol(self, name: str, pid: int | None) -> list[int]:
+        """Return every address of a symbol called ``name`` (Linux's
+        ``kallsyms_lookup_name``, or the process image's symbol table), in ascending
+        order; empty when there is none.  Several addresses make the name ambiguous."""
+
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
         """Allocate ``size`` bytes of kernel executable memory within reach of ``near``
         (the ISA's PC-relative range) and return its address."""

@@ -31,10 +31,19 @@ from kprobe_ref.manager import (
     Status,
     attach_probe,
     call_handler,
+    probe_address,
+    run_event_callbacks,
     unregister_kprobe,
 )
 from kprobe_ref.point import ProbePointList
-from kprobe_ref.probe import Handler, Kprobe, KretprobeBuilder, ProbeData
+from kprobe_ref.probe import (
+    EventCallback,
+    EventCallbacks,
+    Handler,
+    Kprobe,
+    KretprobeBuilder,
+    ProbeData,
+)
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.state import ConcreteState
 
@@ -80,6 +89,25 @@ class Kretprobe:
     registered: bool = False
     kprobe: Kprobe | None = field(default=None, repr=False)
     free: list[RetprobeInstance] = field(default_factory=list, repr=False)
+    callbacks: EventCallbacks = field(default_factory=EventCallbacks, repr=False)
+
+    def register_event_callback(self, callback_id: int, callback: EventCallback) -> None:
+        """Run ``callback(regs)`` at every hooked return, after the return handler, with
+        the return registers; an id already in use has its callback replaced."""
+        self.callbacks.register(callback_id, callback)
+
+    def unregister_event_callback(self, callback_id: int) -> None:
+        """Remove the event callback ``callback_id`` (``NotRegistered`` if none)."""
+        self.callbacks.unregister(callback_id)
+
+    def event_callbacks(self) -> list[EventCallback]:
+        """The event callbacks in the order they run (ascending id)."""
+        return self.callbacks.ordered()
+
+    def has_event_callbacks(self) -> bool:
+        """Whether any event callback is registered.  They run at the return trampoline,
+        so the entry probe's step needs no end-of-step trap for them."""
+        return bool(self.callbacks)
 
     def enable(self) -> None:
         """Enable the entry probe."""
@@ -134,27 +162,38 @@ class RethookTable:
         """Run the return handlers of the returning call and resume at its real return
         address.  ``False`` if the task has no instance for this frame."""
         frame = self.m.arch.return_frame(regs)
-        while True:
+        chain: list[RetprobeInstance] = []
+        while not chain or chain[-1].ret_addr == self.trampoline:
             inst = self._pop_returning(frame)
             if inst is None:
-                return False
-            regs.pc = inst.ret_addr
+                if not chain:
+                    return False
+                break
+            chain.append(inst)
+        real = chain[-1].ret_addr
+        for inst in chain:
+            # Every handler sees the real return address, as rethook_trampoline_handler
+            # sets it before running them.
+            regs.pc = real
             self._run_return_handler(inst, regs)
             _recycle(inst)
-            if inst.ret_addr != self.trampoline:
-                break
-        self.m.arch.rethook_return(regs, inst.ret_addr)
+        self.m.arch.rethook_return(regs, real)
         return True
 
     def _run_return_handler(self, inst: RetprobeInstance, regs: PtRegs) -> None:
         rp = inst.rp
         self.m.emit("return-fired", rp.address, f"to {inst.ret_addr:#x}")
-        if not rp.registered or rp.ret_handler is None or rp.kprobe is None:
+        if not rp.registered or rp.kprobe is None:
+            return
+        if rp.ret_handler is None and not rp.callbacks:
             return
         stack = self.m.ctl_stack()
         stack.append(CtlBlock(None, Status.HIT_ACTIVE))
         try:
-            call_handler(self.m, rp.kprobe, rp.ret_handler, inst.data, regs)
+            if rp.ret_handler is not None:
+                call_handler(self.m, rp.kprobe, rp.ret_handler, inst.data, regs)
+            if rp.callbacks:
+                run_event_callbacks(self.m, rp.kprobe, rp.callbacks.ordered(), regs)
         finally:
             stack.pop()
 
@@ -204,7 +243,7 @@ def _validate(m: ProbeManager, builder: KretprobeBuilder) -> tuple[int, int]:
     n = DEFAULT_MAXACTIVE if builder.maxactive is None else builder.maxactive
     if not isinstance(n, int) or not 1 <= n <= MAXACTIVE_LIMIT:
         raise InvalidProbeDefinition(f"maxactive must be 1..{MAXACTIVE_LIMIT}, got {n!r}")
-    addr = builder.address()
+    addr = probe_address(m, builder.as_probe())
     func = m.aux.function_containing(addr, m.pid)
     if func is not None and func[0] != addr:
         raise InvalidAddress(
@@ -221,6 +260,8 @@ def register_kretprobe(
     rp = Kretprobe(addr, builder.entry_handler, builder.ret_handler, builder.data, n,
                    builder.user_pid)
     rp.free = [RetprobeInstance(rp) for _ in range(n)]
+    for callback_id, callback in builder.event_callbacks:
+        rp.register_event_callback(callback_id, callback)
     created = m.rethooks is None
     if m.rethooks is None:
         m.rethooks = RethookTable(m)

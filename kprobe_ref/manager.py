@@ -29,13 +29,16 @@ from kprobe_ref.arch import ArchOps, Verdict, get_arch
 from kprobe_ref.errors import (
     InvalidAddress,
     InvalidProbeDefinition,
+    NotInstructionBoundary,
     NotRegistered,
     SimulatedFault,
+    SymbolNotUnique,
+    UnknownSymbol,
     UnsupportedInstruction,
 )
 from kprobe_ref.host import KprobeAuxiliaryOps
 from kprobe_ref.point import ProbePoint, ProbePointList
-from kprobe_ref.probe import Handler, Kprobe, ProbeBuilder
+from kprobe_ref.probe import EventCallback, Handler, Kprobe, ProbeBuilder
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.state import ConcreteState
 
@@ -55,7 +58,9 @@ __all__ = [
     "kprobe_fault_handler",
     "kprobe_handler_from_break",
     "kprobe_handler_from_debug",
+    "probe_address",
     "register_kprobe",
+    "run_event_callbacks",
     "unregister_kprobe",
 ]
 
@@ -193,7 +198,7 @@ def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
     if stuck is not None and stuck <= addr:
         raise InvalidAddress(f"cannot decode {stuck:#x} on the way from {start:#x} to {addr:#x}")
     covering = starts[i] if i >= 0 else start
-    raise InvalidAddress(
+    raise NotInstructionBoundary(
         f"{addr:#x} is not an instruction boundary: the instruction at "
         f"{covering:#x} covers it (function starts at {start:#x})"
     )
@@ -326,6 +331,31 @@ def _check_mode(m: ProbeManager, builder: ProbeBuilder) -> None:
         )
 
 
+def probe_address(m: ProbeManager, builder: ProbeBuilder) -> int:
+    """Where ``builder`` puts its probe: ``symbol_addr + offset``, or the address of the
+    symbol named by ``with_symbol`` (looked up by the host, as Linux's
+    ``kallsyms_lookup_name``) plus the offset.  An unknown name is ``UnknownSymbol``, a
+    name several symbols share ``SymbolNotUnique``; naming both is an error."""
+    if builder.symbol is None:
+        return builder.address()
+    if builder.symbol_addr is not None:
+        raise InvalidProbeDefinition(
+            f"probe given both a symbol ({builder.symbol!r}) and an address "
+            f"({builder.symbol_addr:#x}): use one"
+        )
+    if not isinstance(builder.symbol, str) or not isinstance(builder.offset, int):
+        raise InvalidProbeDefinition("a symbol name is a string and an offset an integer")
+    found = m.aux.lookup_symbol(builder.symbol, m.pid)
+    if not found:
+        raise UnknownSymbol(f"no symbol {builder.symbol!r} is known")
+    if len(found) > 1:
+        where = ", ".join(f"{a:#x}" for a in found)
+        raise SymbolNotUnique(
+            f"the symbol {builder.symbol!r} is not unique ({where}): give an address"
+        )
+    return (found[0] + builder.offset) & ((1 << 64) - 1)
+
+
 def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuilder) -> Kprobe:
     """Register a kprobe and return its handle.
 
@@ -336,7 +366,7 @@ def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuild
         raise InvalidProbeDefinition(f"expected a ProbeBuilder, got {type(builder).__name__}")
     _check_mode(m, builder)
     probe = Kprobe(
-        address=builder.address(),
+        address=probe_address(m, builder),
         pre_handler=builder.pre_handler,
         post_handler=builder.post_handler,
         fault_handler=builder.fault_handler,
@@ -344,6 +374,8 @@ def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuild
         user_pid=builder.user_pid,
         enabled=builder.enable,
     )
+    for callback_id, callback in builder.event_callbacks:
+        probe.register_event_callback(callback_id, callback)
     return attach_probe(m, points, probe.address, probe)
 
 
@@ -430,10 +462,28 @@ def _reenter(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> bool:
     return True
 
 
+def run_event_callbacks(m: ProbeManager, probe: Kprobe, callbacks: list[EventCallback],
+                        regs: PtRegs) -> None:
+    """Run event callbacks in order; one that raises is reported like a failing handler
+    (``regs`` restored, the probe's fault handler told) and the rest still run."""
+    for callback in callbacks:
+        call_handler(m, probe, _as_handler(callback), probe.data, regs)
+
+
+def _as_handler(callback: EventCallback) -> Handler:
+    def handler(_data: object, regs: PtRegs) -> None:
+        callback(regs)
+
+    return handler
+
+
 def _run_post(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> None:
+    """The step is complete: post handlers, each followed by its probe's event callbacks."""
     for probe in _live(point):
         if probe.post_handler is not None:
             call_handler(m, probe, probe.post_handler, probe.data, regs)
+        if probe.callbacks:
+            run_event_callbacks(m, probe, probe.callbacks.ordered(), regs)
 
 
 def kprobe_handler_from_break(m: ProbeManager, regs: PtRegs) -> bool:

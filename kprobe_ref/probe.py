@@ -12,6 +12,17 @@ Handlers are plain callables:
   do not run.  An entry handler returning ``True`` leaves this call's return unhooked.
 - fault handlers: ``g(data, regs, error) -> bool | None``, called when a handler of the same
   probe raises, or when the out-of-line step faults.
+- event callbacks (the seed's ``register_event_callback``): ``f(regs) -> None``, kept on
+  the handle by an integer id (registering an id again replaces its callback) and run in
+  ascending id order.  A kprobe's run when its step completes, after its post handler,
+  only while it is enabled and only on hits whose handlers run (not on a reentrant hit,
+  nor when a pre-handler skipped the instruction); a kretprobe's run at the function's
+  return, after its return handler.  A callback that raises is reported like a failing
+  handler.
+
+A probe is placed by address (``with_symbol_addr``) or by name (``with_symbol``, resolved
+at registration by the host's ``lookup_symbol``, Linux's ``kallsyms_lookup_name``), plus
+``with_offset``.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ if TYPE_CHECKING:
     from kprobe_ref.point import ProbePoint
 
 __all__ = [
+    "EventCallback",
     "FaultHandler",
     "Handler",
     "Kprobe",
@@ -38,6 +50,56 @@ ProbeData = Any
 """Any value a probe carries to its handlers (the seed's ``ProbeData`` trait object)."""
 Handler = Callable[[ProbeData, PtRegs], "bool | None"]
 FaultHandler = Callable[[ProbeData, PtRegs, BaseException], "bool | None"]
+EventCallback = Callable[[PtRegs], None]
+
+
+def _callback_args(id_or_callback: int | EventCallback, callback: EventCallback | None
+                   ) -> tuple[int, EventCallback]:
+    """``with_event_callback(f)`` (id 0) or ``with_event_callback(id, f)``."""
+    if callback is None:
+        if isinstance(id_or_callback, int):
+            from kprobe_ref.errors import InvalidProbeDefinition
+
+            raise InvalidProbeDefinition("with_event_callback(id, callback) needs a callback")
+        return 0, id_or_callback
+    if not isinstance(id_or_callback, int):
+        from kprobe_ref.errors import InvalidProbeDefinition
+
+        raise InvalidProbeDefinition("an event callback id is an integer")
+    return id_or_callback, callback
+
+
+class EventCallbacks:
+    """The seed's event callbacks of one handle, by id."""
+
+    def __init__(self) -> None:
+        self._callbacks: dict[int, EventCallback] = {}
+
+    def register(self, callback_id: int, callback: EventCallback) -> None:
+        """Keep ``callback`` under ``callback_id`` (replacing any callback of that id)."""
+        from kprobe_ref.errors import InvalidProbeDefinition
+
+        if not isinstance(callback_id, int) or isinstance(callback_id, bool):
+            raise InvalidProbeDefinition(f"event callback id must be an integer, got "
+                                         f"{callback_id!r}")
+        if not callable(callback):
+            raise InvalidProbeDefinition("event callback must be callable")
+        self._callbacks[callback_id] = callback
+
+    def unregister(self, callback_id: int) -> None:
+        """Drop the callback of ``callback_id``; an unknown id is ``NotRegistered``."""
+        from kprobe_ref.errors import NotRegistered
+
+        if callback_id not in self._callbacks:
+            raise NotRegistered(f"no event callback with id {callback_id!r}")
+        del self._callbacks[callback_id]
+
+    def ordered(self) -> list[EventCallback]:
+        """The callbacks in ascending id order."""
+        return [self._callbacks[i] for i in sorted(self._callbacks)]
+
+    def __bool__(self) -> bool:
+        return bool(self._callbacks)
 
 
 @dataclass(frozen=True)
@@ -52,10 +114,24 @@ class ProbeBuilder:
     data: ProbeData = None
     enable: bool = True
     user_pid: int | None = None
+    symbol: str | None = None
+    event_callbacks: tuple[tuple[int, EventCallback], ...] = ()
 
     def with_symbol_addr(self, addr: int) -> Self:
         """Set the function (or base) address; the probe sits at ``addr + offset``."""
         return replace(self, symbol_addr=addr)
+
+    def with_symbol(self, name: str) -> Self:
+        """Place the probe at the symbol ``name`` (plus the offset), resolved by the host
+        when the probe is registered; an unknown or ambiguous name is refused then."""
+        return replace(self, symbol=name)
+
+    def with_event_callback(self, id_or_callback: int | EventCallback,
+                            callback: EventCallback | None = None) -> Self:
+        """Register an event callback along with the probe: ``(id, f)``, or ``(f)`` for
+        id 0."""
+        cid, f = _callback_args(id_or_callback, callback)
+        return replace(self, event_callbacks=(*self.event_callbacks, (cid, f)))
 
     def with_offset(self, offset: int) -> Self:
         """Set the offset from the symbol address."""
@@ -107,10 +183,24 @@ class KretprobeBuilder:
     data: ProbeData = None
     maxactive: int | None = None
     user_pid: int | None = None
+    symbol: str | None = None
+    event_callbacks: tuple[tuple[int, EventCallback], ...] = ()
 
     def with_symbol_addr(self, addr: int) -> Self:
         """Set the function's entry address."""
         return replace(self, symbol_addr=addr)
+
+    def with_symbol(self, name: str) -> Self:
+        """Place the return probe at the function called ``name`` (resolved by the host
+        when it is registered)."""
+        return replace(self, symbol=name)
+
+    def with_event_callback(self, id_or_callback: int | EventCallback,
+                            callback: EventCallback | None = None) -> Self:
+        """Register an event callback (run at each hooked return, after the return
+        handler) along with the probe: ``(id, f)``, or ``(f)`` for id 0."""
+        cid, f = _callback_args(id_or_callback, callback)
+        return replace(self, event_callbacks=(*self.event_callbacks, (cid, f)))
 
     def with_offset(self, offset: int) -> Self:
         """Set an offset from the symbol address (it must still be the function entry)."""
@@ -140,6 +230,11 @@ class KretprobeBuilder:
         """The probe address, ``symbol_addr + offset``."""
         return ProbeBuilder(symbol_addr=self.symbol_addr, offset=self.offset).address()
 
+    def as_probe(self) -> ProbeBuilder:
+        """Where this return probe goes, as a kprobe description."""
+        return ProbeBuilder(symbol_addr=self.symbol_addr, offset=self.offset,
+                            symbol=self.symbol, user_pid=self.user_pid)
+
 
 @dataclass(eq=False)
 class Kprobe:
@@ -158,6 +253,25 @@ class Kprobe:
     registered: bool = False
     point: ProbePoint | None = field(default=None, repr=False)
     on_toggle: Callable[[Kprobe], None] | None = field(default=None, repr=False)
+    callbacks: EventCallbacks = field(default_factory=EventCallbacks, repr=False)
+
+    def register_event_callback(self, callback_id: int, callback: EventCallback) -> None:
+        """Run ``callback(regs)`` at every hit whose step completes (the seed's event
+        callbacks); an id already in use has its callback replaced."""
+        self.callbacks.register(callback_id, callback)
+
+    def unregister_event_callback(self, callback_id: int) -> None:
+        """Remove the event callback ``callback_id`` (``NotRegistered`` if none)."""
+        self.callbacks.unregister(callback_id)
+
+    def event_callbacks(self) -> list[EventCallback]:
+        """The event callbacks in the order they run (ascending id)."""
+        return self.callbacks.ordered()
+
+    def has_event_callbacks(self) -> bool:
+        """Whether any event callback is registered (such a probe needs the end-of-step
+        trap: it cannot be boosted)."""
+        return bool(self.callbacks)
 
     def enable(self) -> None:
         """Enable the probe (its breakpoint returns to memory if it had left)."""

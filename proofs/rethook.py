@@ -220,6 +220,9 @@ class MiniHost:
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return None
 
+    def lookup_symbol(self, name: str, pid: int | None) -> list[int]:
+        return []
+
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
         self._next += 0x100
         return self._next

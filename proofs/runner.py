@@ -17,8 +17,8 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TextIO
 
 from kprobe_ref.arch import ARCHES
@@ -30,7 +30,7 @@ from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
 from kprobe_ref.proofs.slots import slot_obligations
 
-__all__ = ["all_obligations", "isas", "report", "run"]
+__all__ = ["all_obligations", "isas", "report", "run", "run_iter"]
 
 
 def isas() -> list[str]:
@@ -59,19 +59,29 @@ def _run_one(i: int) -> Result:
     return _WORK[i].check()
 
 
-def run(obligations: Sequence[Obligation], jobs: int | None = None) -> list[Result]:
-    """Run every obligation; results in the same order.  ``jobs`` defaults to the number
-    of cores; 1 runs in this process."""
+def run_iter(obligations: Sequence[Obligation], jobs: int | None = None
+             ) -> Iterator[tuple[int, Result]]:
+    """Run every obligation, yielding ``(index, result)`` as each one finishes.  ``jobs``
+    defaults to the number of cores; 1 runs in this process, in order."""
     n = jobs or os.cpu_count() or 1
     if n == 1 or len(obligations) < 2:
-        return [o.check() for o in obligations]
+        for i, o in enumerate(obligations):
+            yield i, o.check()
+        return
     _WORK[:] = obligations
     # Largest first, so the slow ones do not end up last on one worker.
     slow = ("simulate", "instance-stack")
     order = sorted(range(len(obligations)), key=lambda i: obligations[i].kind not in slow)
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(n, mp_context=ctx) as pool:
-        results = dict(zip(order, pool.map(_run_one, order, chunksize=1), strict=True))
+        futures = {pool.submit(_run_one, i): i for i in order}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def run(obligations: Sequence[Obligation], jobs: int | None = None) -> list[Result]:
+    """Run every obligation; results in the same order."""
+    results = dict(run_iter(obligations, jobs))
     return [results[i] for i in range(len(obligations))]
 
 
@@ -81,21 +91,32 @@ def _cex(r: Result) -> str:
     return " ".join(f"{k}={v}" for k, v in r.counterexample.items())
 
 
-def report(out: TextIO, obligations: Sequence[Obligation], results: Sequence[Result],
-           total: float) -> None:
-    """The table, the counts per ISA and kind, and the total time."""
-    out.write(f"{'ISA':<9} {'obligation':<19} {'class':<24} {'result':<7} {'seconds':>8}\n")
-    for o, r in zip(obligations, results, strict=True):
-        verdict = "proved" if r.proved else "FAILED"
-        out.write(f"{o.isa:<9} {o.kind:<19} {o.klass:<24} {verdict:<7} {r.seconds:8.2f}\n")
-        if not r.proved:
-            out.write(f"    {r.detail} {_cex(r)}\n")
+_HEADER = f"{'ISA':<9} {'obligation':<19} {'class':<24} {'result':<7} {'seconds':>8}\n"
+
+
+def _line(o: Obligation, r: Result) -> str:
+    verdict = "proved" if r.proved else "FAILED"
+    line = f"{o.isa:<9} {o.kind:<19} {o.klass:<24} {verdict:<7} {r.seconds:8.2f}\n"
+    return line + (f"    {r.detail} {_cex(r)}\n" if not r.proved else "")
+
+
+def _summary(out: TextIO, obligations: Sequence[Obligation], results: Sequence[Result],
+             total: float) -> None:
     out.write("\ncounts (proved/total):\n")
     for (isa, kind), (ok, n) in sorted(_counts(obligations, results).items()):
         out.write(f"  {isa:<9} {kind:<19} {ok}/{n}\n")
     failed = sum(not r.proved for r in results)
     out.write(f"\n{len(results) - failed}/{len(results)} proved, {failed} failed, "
               f"{total:.1f} s total\n")
+
+
+def report(out: TextIO, obligations: Sequence[Obligation], results: Sequence[Result],
+           total: float) -> None:
+    """The table, the counts per ISA and kind, and the total time."""
+    out.write(_HEADER)
+    for o, r in zip(obligations, results, strict=True):
+        out.write(_line(o, r))
+    _summary(out, obligations, results, total)
 
 
 def _counts(obligations: Iterable[Obligation], results: Iterable[Result]
@@ -121,11 +142,55 @@ def report_json(out: TextIO, obligations: Sequence[Obligation], results: Sequenc
     out.write("\n")
 
 
-def prove_all(out: TextIO, arch: str | None, as_json: bool) -> int:
-    """``kprobe-ref prove``: exit status 0 when every obligation is proved, else 1."""
+class _Progress:
+    """``[done/total] failed: n`` on one terminal line, rewritten as results arrive;
+    silent when the stream is not a terminal."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream, self.total, self.done, self.failed = stream, total, 0, 0
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+
+    def step(self, r: Result) -> None:
+        self.done += 1
+        self.failed += not r.proved
+        if self.live:
+            self.stream.write(f"\r[{self.done}/{self.total}] proved {self.done - self.failed}"
+                              f", failed {self.failed}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+
+def prove_all(out: TextIO, arch: str | None, as_json: bool, progress: TextIO | None = None
+              ) -> int:
+    """``kprobe-ref prove``: a line per obligation as it finishes (the JSON document at
+    the end with ``as_json``), progress on ``progress`` when it is a terminal; exit status
+    0 when every obligation is proved, else 1."""
     start = time.perf_counter()
     obligations = all_obligations(arch)
-    results = run(obligations)
+    results: dict[int, Result] = {}
+    bar = _Progress(progress, len(obligations)) if progress is not None else None
+    if not as_json:
+        out.write(_HEADER)
+        out.flush()
+    for i, r in run_iter(obligations):
+        results[i] = r
+        if bar is not None:
+            bar.close()
+        if not as_json:
+            out.write(_line(obligations[i], r))
+            out.flush()
+        if bar is not None:
+            bar.step(r)
+    if bar is not None:
+        bar.close()
+    ordered = [results[i] for i in range(len(obligations))]
     total = time.perf_counter() - start
-    (report_json if as_json else report)(out, obligations, results, total)
-    return 0 if all(r.proved for r in results) else 1
+    if as_json:
+        report_json(out, obligations, ordered, total)
+    else:
+        _summary(out, obligations, ordered, total)
+    return 0 if all(r.proved for r in ordered) else 1

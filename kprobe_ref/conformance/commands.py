@@ -23,9 +23,19 @@ __all__ = ["add_commands", "run"]
 
 def add_commands(sub: Any) -> None:
     """Add ``vectors export`` to the CLI's subparsers."""
-    vectors = sub.add_parser("vectors", help="conformance vectors for ports")
-    action = vectors.add_subparsers(dest="vectors_command", required=True)
-    export = action.add_parser("export", help="write checked vectors as JSON Lines")
+    raw = argparse.RawDescriptionHelpFormatter
+    epilog = ("examples:\n"
+              "  kprobe-ref vectors export --out vectors/\n"
+              "  kprobe-ref vectors export --arch riscv64 --out /tmp/v\n"
+              "docs/conformance.md gives the schema and how a port consumes the vectors.")
+    vectors = sub.add_parser("vectors", help="conformance vectors for ports",
+                             description="Conformance vectors for ports.", epilog=epilog,
+                             formatter_class=raw)
+    action = vectors.add_subparsers(dest="vectors_command", required=True,
+                                    metavar="ACTION", help="export: write the vectors")
+    export = action.add_parser("export", help="write checked vectors as JSON Lines",
+                               description="Write checked vectors as JSON Lines.",
+                               epilog=epilog, formatter_class=raw)
     export.add_argument("--arch", choices=sorted(ARCHES), help="one ISA (default: all)")
     export.add_argument("--out", required=True, help="output directory")
 

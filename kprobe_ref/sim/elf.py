@@ -52,6 +52,8 @@ class Image:
     sizes: dict[str, int] = field(default_factory=dict)
     functions: dict[str, int] = field(default_factory=dict)
     """Function symbols with a nonzero size, by name."""
+    addresses: dict[str, list[int]] = field(default_factory=dict)
+    """Every address of each name: local symbols of several files may share a name."""
 
 
 def _perms(flags: int) -> str:
@@ -70,6 +72,7 @@ def _symbols(elf: ELFFile, image: Image) -> None:
             if not sym.name or shndx == "SHN_UNDEF" or kind not in _KINDS:
                 continue
             image.symbols[sym.name] = sym["st_value"]
+            image.addresses.setdefault(sym.name, []).append(sym["st_value"])
             image.sizes[sym.name] = sym["st_size"]
             if kind == "STT_FUNC" and sym["st_size"] > 0:
                 image.functions[sym.name] = sym["st_value"]
@@ -113,8 +116,16 @@ def load_image(space: AddressSpace, image: Image) -> None:
     for seg in image.segments:
         for p in range(page_down(seg.vaddr), page_up(seg.vaddr + seg.memsz), PAGE):
             pages[p] = "".join(sorted(set(pages.get(p, "") + seg.perms), key="rwx".index))
-    for p, perms in sorted(pages.items()):
-        space.map(p, PAGE, perms)
+    run_start, run_end, run_perms = 0, 0, ""
+    for p, perms in sorted(pages.items()):  # one mapping per run of like pages
+        if p == run_end and perms == run_perms:
+            run_end += PAGE
+            continue
+        if run_end > run_start:
+            space.map(run_start, run_end - run_start, run_perms)
+        run_start, run_end, run_perms = p, p + PAGE, perms
+    if run_end > run_start:
+        space.map(run_start, run_end - run_start, run_perms)
     for seg in image.segments:
         space.cpu.mem_write(seg.vaddr, seg.data)
     for name, addr in image.functions.items():

@@ -90,6 +90,9 @@ class Machine:
         self.points = ProbePointList()
         self.processes: dict[int, Process] = {}
         self.trap_count = 0
+        self.instructions = 0
+        """Instructions the CPUs have executed, in every address space (a clock: tracing
+        timestamps count one nanosecond per instruction)."""
         self._next_pid = 100
         self._heap = HEAP_BASE
         self._current: AddressSpace = self.kernel
@@ -204,6 +207,7 @@ class Machine:
             while True:
                 stop = space.cpu.run(pc, stop_at, max_steps - steps)
                 steps += stop.steps
+                self.instructions += stop.steps
                 if stop.kind is StopKind.STOP_AT:
                     return stop.pc
                 if stop.kind is StopKind.STEP_LIMIT:
@@ -303,6 +307,13 @@ class Machine:
 
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return self._space(pid).function_containing(addr)
+
+    def lookup_symbol(self, name: str, pid: int | None) -> list[int]:
+        images = self.images if pid is None else [self.process(pid).image]
+        found = {a for image in images for a in image.addresses.get(name, [])}
+        space = self._space(pid)
+        found |= {start for start, _, n in space.functions if n == name}
+        return sorted(found)
 
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
         reach = self.arch.slot_reach
