@@ -45,8 +45,12 @@ class Row:
     reason: str
     modrm: str | None = None
     forbid: tuple[tuple[int, str], ...] = ()
-    """Prefixes that turn the row into a rejection: (prefix byte, reason code)."""
+    """Prefixes that turn the row into a rejection: (prefix byte, reason code).  A prefix
+    counts wherever it stands in the prefix area."""
     note: str = ""
+    mandatory: tuple[int, ...] = ()
+    """When not empty, the row matches only if the last ``F2``/``F3`` prefix is one of
+    these (the SDM's mandatory prefix selecting the instruction)."""
 
     @cached_property
     def opcode_mask_match(self) -> tuple[int, int]:
@@ -61,14 +65,25 @@ class Row:
         mask, match = self.opcode_mask_match
         if insn.opmap != self.opmap or insn.opcode & mask != match:
             return False
+        if self.mandatory and last_rep_prefix(insn) not in self.mandatory:
+            return False
         mmask, mmatch = self.modrm_mask_match
         return self.modrm is None or (insn.modrm is not None and insn.modrm & mmask == mmatch)
 
 
-_NEAR = ((0x66, "operand-size-branch"),)
-_COUNTED = ((0x66, "operand-size-branch"), (0x67, "address-size-branch"))
+def last_rep_prefix(insn: Insn) -> int | None:
+    """The last ``F2``/``F3`` byte of the prefix area (the one the CPU uses when both are
+    present), or ``None``."""
+    reps = [b for b in insn.prefix_bytes if b in (0xF2, 0xF3)]
+    return reps[-1] if reps else None
+
+
+_LOCK = (0xF0, "invalid-prefix")
+_NEAR = ((0x66, "operand-size-branch"), _LOCK)
+_COUNTED = ((0x66, "operand-size-branch"), (0x67, "address-size-branch"), _LOCK)
 _INDIRECT_MEM = (
     (0x66, "operand-size-branch"),
+    _LOCK,
     (0x67, "address-size-branch"),
     (0x64, "segment-relative-target"),
     (0x65, "segment-relative-target"),
@@ -130,6 +145,12 @@ ROWS: tuple[Row, ...] = (
     Row("xabort", MAP_1BYTE, "1100 0110", REJ, "transactional", "1111 1000", note="XABORT"),
     Row("xbegin", MAP_1BYTE, "1100 0111", REJ, "transactional", "1111 1000", note="XBEGIN"),
     Row("xend", MAP_0F, "0000 0001", REJ, "transactional", "1101 0101", note="XEND"),
+    Row("vmx", MAP_0F, "0000 0001", REJ, "privilege-change", "11 000 xxx",
+        note="ENCLV, VMCALL, VMLAUNCH, VMRESUME, VMXOFF (0F 01 /0, register form)"),
+    Row("svm", MAP_0F, "0000 0001", REJ, "privilege-change", "11 011 xxx",
+        note="VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA (0F 01 D8-DF)"),
+    Row("fred_return", MAP_0F, "0000 0001", REJ, "privilege-change", "1100 1010",
+        note="ERETS (F2), ERETU (F3); without the prefix it is CLAC", mandatory=(0xF2, 0xF3)),
 )  # fmt: skip
 """The table.  Classes not listed are stepped out of line."""
 
@@ -153,8 +174,8 @@ def _fields(insn: Insn, row: Row | None) -> dict[str, int]:
         f["disp"], f["dsize"] = int.from_bytes(insn.raw[-4:], "little"), 32
     elif row is not None and row.klass == "ret_imm16":
         f["imm"] = int.from_bytes(insn.raw[-2:], "little")
-    if insn.reg_operand is not None and row is not None and row.klass.endswith("_reg"):
-        f["reg"] = insn.reg_operand
+    if row is not None and row.klass.endswith("_reg") and insn.modrm_rm_register is not None:
+        f["reg"] = insn.modrm_rm_register
     if insn.mem is not None:
         f.update(base=insn.mem.base, index=insn.mem.index, scale=insn.mem.scale,
                  mdisp=insn.mem.disp)
@@ -165,6 +186,8 @@ def _fields(insn: Insn, row: Row | None) -> dict[str, int]:
 
 def _verdict(insn: Insn, row: Row | None) -> tuple[Verdict, str, str]:
     if row is None:
+        if insn.transfers_control:
+            return REJ, "unclassified_flow", "control-flow-unclassified"
         if insn.disp_offset is not None:
             return Verdict.STEP_OUT_OF_LINE, "rip_relative", "rip-relative-operand"
         return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
@@ -186,8 +209,10 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
         return Decoded(addr, raw, REJ, "undecodable", "undecodable", f".byte {raw.hex()}")
     row = lookup(insn)
     verdict, klass, reason = _verdict(insn, row)
-    if verdict is Verdict.SIMULATE and klass.endswith("_reg") and insn.reg_operand in (None, -1):
-        verdict, reason = REJ, "undecodable"
+    if verdict is Verdict.SIMULATE and klass.endswith("_reg") and (
+        insn.modrm_rm_register is None or insn.reg_operand != insn.modrm_rm_register
+    ):
+        verdict, reason = REJ, "undecodable"  # capstone and the ModRM/REX.B bits disagree
     return Decoded(addr, insn.raw, verdict, klass, reason, insn.text, _fields(insn, row))
 
 
@@ -220,6 +245,9 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     for prefix, reason in {p: r for row in ROWS for p, r in row.forbid}.items():
         rows.append(("(prefixed branch)", f"prefix {prefix:#04x} on a simulated branch", "reject",
                      reason, "see the rows' prefix rules"))
+    rows.append(("unclassified_flow", "any other instruction capstone counts a jump, call, "
+                 "return or interrupt, or that reads or writes RIP implicitly", "reject",
+                 "control-flow-unclassified", "a safety net: never stepped"))
     rows.append(("rip_relative", "any other instruction with ModRM 00 reg 101", "step",
                  "rip-relative-operand", "disp32 rewritten for the slot"))
     rows.append(("plain", "any other instruction", "step", "no-pc-use", "copied unchanged"))
