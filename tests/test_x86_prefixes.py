@@ -121,3 +121,15 @@ def test_probed_eip_relative_load_is_relocated() -> None:
     data = bytes(0x10) + (0x1234_5678).to_bytes(4, "little")
     plain, _ = compare_probed("x86_64", code, {}, {CODE + 7}, data=data)
     assert plain.regs["rax"] == 0x1234_5678
+
+
+def test_a_control_transfer_missing_from_the_table_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net under the table: with the ``ret`` row gone, ``c3`` is refused because
+    capstone calls it a return, never stepped."""
+    from kprobe_ref.arch.x86_64 import decode as x86_decode
+
+    rows = tuple(r for r in x86_decode.ROWS if r.klass != "ret")
+    monkeypatch.setattr(x86_decode, "_BY_OPCODE", x86_decode._index(rows))
+    assert _decode(bytes.fromhex("4840c3"))[1:3] == ("unclassified_flow",
+                                                     "control-flow-unclassified")

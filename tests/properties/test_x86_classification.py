@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("iced_x86")
 
-from tools import x86_campaign as campaign  # noqa: E402
-
-from kprobe_ref.arch.x86_64 import decode as x86_decode  # noqa: E402
+from kprobe_ref.arch.x86_64 import decode as x86_decode
+from tools import x86_campaign as campaign
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "x86_disagreements.json"
 FULL = os.environ.get("X86_CAMPAIGN") == "full"
