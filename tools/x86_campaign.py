@@ -60,6 +60,7 @@ __all__ = [
     "run",
     "settle",
     "space_size",
+    "steppable",
 ]
 
 ADDR = 0x7F00_1234_5000
@@ -379,10 +380,11 @@ N_LEGACY = sum(1 for b in _BODIES if not b.key.startswith(("vex", "xop", "evex")
 
 
 def run(jobs: int = 2, limit: int | None = None, sample: int | None = None,
-        seed: int = 0, bodies: str = "all") -> Tally:
+        seed: int = 0, bodies: str = "all", progress: Any = None) -> Tally:
     """Run the campaign over the whole space (or the first ``limit`` bodies, or ``sample``
     random bodies under one random prefix sequence each) on ``jobs`` processes; ``bodies``
-    is ``all``, ``legacy`` (the four opcode maps) or ``vex`` (VEX, EVEX, XOP)."""
+    is ``all``, ``legacy`` (the four opcode maps) or ``vex`` (VEX, EVEX, XOP).  With a
+    ``progress`` stream, a line of counts goes there every 30 s or so."""
     lo, hi = {"all": (0, len(_BODIES)), "legacy": (0, N_LEGACY),
               "vex": (N_LEGACY, len(_BODIES))}[bodies]
     if limit is not None:
@@ -392,16 +394,23 @@ def run(jobs: int = 2, limit: int | None = None, sample: int | None = None,
         picks = rng.sample(range(lo, hi), min(sample, hi - lo))
         chunks = [(i, i + 1, seed) for i in picks]
     else:
-        step = 8
+        step = 1 if lo < N_LEGACY else 8
         chunks = [(i, min(i + step, hi), None) for i in range(lo, hi, step)]
     total = Tally()
     if jobs <= 1:
         for c in chunks:
             total.merge(_work(c))
         return total
+    t0 = last = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        for part in pool.imap_unordered(_work, chunks):
+        for done, part in enumerate(pool.imap_unordered(_work, chunks), 1):
             total.merge(part)
+            if progress is not None and time.perf_counter() - last > 30:
+                last = time.perf_counter()
+                rate = total.checked / (time.perf_counter() - t0)
+                print(f"{done}/{len(chunks)} chunks, {total.checked:,} encodings, "
+                      f"{rate:,.0f}/s, {sum(total.failures.values())} failures",
+                      file=progress, flush=True)
     return total
 
 
@@ -412,8 +421,10 @@ class Settlement:
     """What unicorn did with an encoding run at two addresses."""
 
     outcome: str
-    """``fault`` (both runs raised), ``independent`` (RIP moved by the same amount, no data
-    access or register depends on the address) or ``address-dependent``."""
+    """``undefined`` (#UD at both addresses), ``fault`` (another fault at both, after the same
+    data accesses), ``independent`` (RIP moved by the same amount, and registers and every
+    data access are the same at both addresses), ``nondeterministic`` (two runs at one
+    address differ: rdtsc, rdrand) or ``address-dependent``."""
     rip_delta: int | None
     detail: str = ""
 
@@ -440,29 +451,46 @@ def _run_once(code: bytes, base: int, fill: int) -> tuple[str, Any]:
         uc.reg_write(r, _STACK if i == 4 else _DATA + 0x800 + 0x100 * i)
     accesses: list[tuple[int, int, int, int]] = []
 
-    def hook(_uc: Any, access: int, address: int, size: int, value: int, _d: Any) -> None:
+    def hook(_uc: Any, access: int, address: int, size: int, value: int, _d: Any) -> bool:
         accesses.append((access, address, size, value))
+        return False
 
     uc.hook_add(unicorn.UC_HOOK_MEM_READ | unicorn.UC_HOOK_MEM_WRITE, hook)
+    uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, hook)
     try:
         uc.emu_start(base, base + 0x2000, count=1)
     except unicorn.UcError as exc:
-        return "fault", str(exc)
+        kind = "undefined" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "fault"
+        return kind, (str(exc), tuple(accesses))
     state = (*tuple(uc.reg_read(r) for r in regs), uc.reg_read(x.UC_X86_REG_EFLAGS))
     return "ran", (uc.reg_read(x.UC_X86_REG_RIP) - base, state, tuple(accesses))
 
 
 def settle(code: bytes) -> Settlement:
-    """Run ``code`` in unicorn at two addresses, with differently filled surroundings."""
+    """Run ``code`` in unicorn at two addresses, with differently filled surroundings, and
+    once more at the first to tell nondeterminism from address dependence."""
     (ka, ra), (kb, rb) = (_run_once(code, base, fill)
                           for base, fill in zip(_SETTLE_AT, (0x11, 0x22), strict=True))
-    if ka == kb == "fault":
-        return Settlement("fault", None, ra)
-    if ka != kb:
-        return Settlement("address-dependent", None, f"{ka} at one address, {kb} at the other")
-    if ra == rb:
+    if ka == kb and ka in ("undefined", "fault") and ra == rb:
+        return Settlement(ka, None, ra[0])
+    if ka == kb == "ran" and ra == rb:
         return Settlement("independent", ra[0])
-    return Settlement("address-dependent", ra[0] if ra[0] == rb[0] else None)
+    if _run_once(code, _SETTLE_AT[0], 0x11) != (ka, ra):
+        return Settlement("nondeterministic", None)
+    delta = ra[0] if ka == kb == "ran" and ra[0] == rb[0] else None
+    return Settlement("address-dependent", delta, f"{ka} / {kb}")
+
+
+def steppable(settled: Settlement, length: int, code: bytes) -> bool:
+    """Whether unicorn's behaviour is what stepping the encoding unchanged needs: it
+    faults the same way at both addresses, or runs independently of the address and falls
+    through by ``length`` (or stays put: one iteration of a ``rep`` string instruction)."""
+    if settled.outcome in ("undefined", "fault", "nondeterministic"):
+        return True
+    if settled.outcome != "independent":
+        return False
+    rep = any(b in (0xF2, 0xF3) for b in code[:length])
+    return settled.rip_delta == length or (settled.rip_delta == 0 and rep)
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -486,7 +514,8 @@ def settled_groups(tally: Tally) -> list[dict[str, Any]]:
             "ours": {"verdict": verdict_label(d), "reason": d.reason, "length": d.length,
                      "text": d.text},
             "iced": {"valid": v.valid, "length": v.length, "flow": v.flow, "text": v.text},
-            "unicorn": {"outcome": s.outcome, "rip_delta": s.rip_delta},
+            "unicorn": {"outcome": s.outcome, "rip_delta": s.rip_delta,
+                        "steppable": steppable(s, d.length, code)},
         })
     return out
 
@@ -523,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"space: {len(_PREFIXES)} prefix sequences, {len(_BODIES)} opcode bodies, "
           f"{len(FORMS)} ModRM forms; at most {space_size():,} encodings")
     t0 = time.perf_counter()
-    tally = run(args.jobs, args.limit, args.sample, args.seed, args.bodies)
+    tally = run(args.jobs, args.limit, args.sample, args.seed, args.bodies, sys.stderr)
     report(tally, time.perf_counter() - t0)
     if args.write_disagreements is not None:
         groups = settled_groups(tally)
