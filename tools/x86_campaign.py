@@ -17,15 +17,18 @@ and whether registers, data accesses and the next RIP depend on where it runs.  
 are grouped by key (kind, opcode map, opcode, ModRM form) and each group's first example is
 settled.
 
-The space (:func:`space_size`): prefix sequences x the 1024 opcodes of the one-byte, 0F, 0F38
-and 0F3A maps x 24 ModRM bytes (register, RIP-relative and SIB memory forms, each with the 8
-ModRM.reg values), and VEX2/VEX3/EVEX/XOP forms of every opcode.  Prefix sequences are drawn
-from ten classes (66, 67, F0, F2, F3, 2E/3E, 26/36, 64/65, REX, REX.W): every sequence of up to
-four distinct classes and every sequence of up to three classes with repetition, reduced to
-one representative per arrangement the CPU can tell apart (the set of legacy prefixes, which
-of F2/F3 and which segment override comes last, where each REX byte stands).  An opcode whose
-instruction ends before its ModRM byte (both decoders agree) is checked with one ModRM form,
-since the others are the same instruction followed by different bytes.
+The space (:func:`space_size`): prefix sequences x the 1,023 opcodes of the one-byte, 0F,
+0F38 and 0F3A maps x three ModRM forms (register, RIP-relative, SIB memory) x the eight
+ModRM.reg values where reg selects the instruction (iced's instruction code varies with it,
+or a row of our table keys on the ModRM byte; one reg value, different for each prefix
+sequence, elsewhere), and VEX2/VEX3/EVEX/XOP forms of every opcode under seven prefix
+sequences.  Prefix sequences are every sequence of up to four prefixes drawn from ten
+classes (66, 67, F0, F2, F3, 2E/3E, 26/36, 64/65, REX, REX.W), repeats allowed, reduced to
+one representative per arrangement the CPU can tell apart (the multiset of legacy prefixes,
+which of F2/F3 and which segment override comes last, where each REX byte stands): 3,491
+sequences.  An opcode whose instruction ends before its ModRM byte (both decoders agree)
+is checked with one ModRM form, since the others are the same instruction followed by
+different bytes.
 
 Run: ``python tools/x86_campaign.py`` (the exhaustive run; ``--jobs``, ``--limit``,
 ``--sample N``, ``--write-disagreements`` to refresh ``tests/vectors/x86_disagreements.json``).
@@ -363,11 +366,9 @@ def check_body(tally: Tally, prefixes: Sequence[bytes], body: Body) -> None:
 
 def _work(args: tuple[int, int, int | None]) -> Tally:
     start, stop, seed = args
-    items = _plan()
     tally = Tally()
-    for body_index, prefix_slice in items[start:stop]:
-        body = _BODIES[body_index]
-        prefixes = _PREFIXES if prefix_slice is None else [_PREFIXES[prefix_slice]]
+    for body in _BODIES[start:stop]:
+        prefixes = _PREFIXES
         if body.head[0] in (0xC4, 0xC5, 0x62, 0x8F) and len(body.head) > 1:
             prefixes = list(VEX_PREFIXES)
         if seed is not None:
@@ -379,11 +380,6 @@ def _work(args: tuple[int, int, int | None]) -> Tally:
 
 _BODIES = bodies()
 _PREFIXES = prefix_sequences()
-
-
-def _plan() -> list[tuple[int, int | None]]:
-    """Work items: (body index, None) for every body (all its prefix sequences)."""
-    return [(i, None) for i in range(len(_BODIES))]
 
 
 N_LEGACY = sum(1 for b in _BODIES if not b.key.startswith(("vex", "xop", "evex")))
