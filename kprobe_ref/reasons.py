@@ -68,10 +68,6 @@ REASONS: dict[str, str] = {
         "displacement does not fit in a signed 32-bit field."
     ),
     "undecodable": "The bytes do not decode as a valid instruction.",
-    "invalid-prefix": (
-        "A prefix the instruction does not accept (lock on a branch): the CPU raises #UD, "
-        "which simulation would not reproduce."
-    ),
     "control-flow-unclassified": (
         "The decoder reports a control transfer or an implicit use of the PC that no row of "
         "the table simulates: stepped in a slot it would run relative to the slot."

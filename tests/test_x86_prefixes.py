@@ -133,3 +133,9 @@ def test_a_control_transfer_missing_from_the_table_is_refused(
     monkeypatch.setattr(x86_decode, "_BY_OPCODE", x86_decode._index(rows))
     assert _decode(bytes.fromhex("4840c3"))[1:3] == ("unclassified_flow",
                                                      "control-flow-unclassified")
+
+
+@pytest.mark.parametrize("hexcode", ["f0e800000000", "40f0c3", "f0ffd0", "f0eb00"])
+def test_lock_on_a_branch_is_refused(hexcode: str) -> None:
+    """The CPU raises #UD for a lock prefix on a branch; it must not be simulated."""
+    assert _decode(bytes.fromhex(hexcode))[0] == "reject"

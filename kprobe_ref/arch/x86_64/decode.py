@@ -78,12 +78,10 @@ def last_rep_prefix(insn: Insn) -> int | None:
     return reps[-1] if reps else None
 
 
-_LOCK = (0xF0, "invalid-prefix")
-_NEAR = ((0x66, "operand-size-branch"), _LOCK)
-_COUNTED = ((0x66, "operand-size-branch"), (0x67, "address-size-branch"), _LOCK)
+_NEAR = ((0x66, "operand-size-branch"),)
+_COUNTED = ((0x66, "operand-size-branch"), (0x67, "address-size-branch"))
 _INDIRECT_MEM = (
     (0x66, "operand-size-branch"),
-    _LOCK,
     (0x67, "address-size-branch"),
     (0x64, "segment-relative-target"),
     (0x65, "segment-relative-target"),
@@ -241,8 +239,9 @@ PREFIX_RULES: tuple[str, ...] = (
     "register of `call_ind_reg`/`jmp_ind_reg` is ModRM.rm extended by that REX.B alone "
     "(`41 2e ff d0` is `call rax`, `40 41 ff d0` is `call r8`), checked against capstone.",
     "A row's prefix rules look at every legacy prefix of the area, wherever it stands: "
-    "`66` on a near branch, `67` on a counted or memory-indirect branch, `64`/`65` on a "
-    "memory-indirect branch and `F0` on any simulated branch refuse it.  `2E`/`3E` (branch "
+    "`66` on a near branch, `67` on a counted or memory-indirect branch and `64`/`65` on a "
+    "memory-indirect branch refuse it (`F0` on a branch makes the CPU raise #UD; capstone "
+    "does not decode it, so it is refused as undecodable).  `2E`/`3E` (branch "
     "hints, `notrack`), `26`/`36`, `F2` (`bnd`), `F3` (`rep ret`), REX and REX.W change "
     "nothing a simulated branch does and are accepted.  `67` on a relative `jcc`/`jmp`/"
     "`call` does not change the target in 64-bit mode and is accepted.",
