@@ -39,6 +39,10 @@ def arch_doc(isa: str) -> str:
     used = sorted({r[3] for r in rows})
     lines += ["", "## Reasons", ""]
     lines += [f"- **{code}**: {REASONS[code]}" for code in used]
+    prefixes: tuple[str, ...] = getattr(decode, "PREFIX_RULES", ())
+    if prefixes:
+        lines += ["", "## Prefixes", ""]
+        lines += [f"- {p}" for p in prefixes]
     differences: tuple[str, ...] = decode.LINUX_DIFFERENCES
     if differences:
         lines += ["", "## Where this differs from Linux", ""]

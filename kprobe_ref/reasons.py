@@ -68,6 +68,10 @@ REASONS: dict[str, str] = {
         "displacement does not fit in a signed 32-bit field."
     ),
     "undecodable": "The bytes do not decode as a valid instruction.",
+    "control-flow-unclassified": (
+        "The decoder reports a control transfer or an implicit use of the PC that no row of "
+        "the table simulates: stepped in a slot it would run relative to the slot."
+    ),
     "inside-exclusive-sequence": (
         "Between a load-exclusive/load-linked and its store-conditional: the trap breaks the "
         "reservation, so the store always fails and the loop can livelock."

@@ -247,7 +247,7 @@ typedef struct {
     enum verdict verdict;
     const char *klass, *reason;
     int len, opmap, opcode, modrm, rex, has_modrm, sib, disp_off, disp_size;
-    int prefix66, prefix67, prefix64, prefix65;
+    int prefix66, prefix67, prefix64, prefix65, last_rep;
     int64_t disp, imm;
     int imm_size;
 } insn_t;
@@ -330,6 +330,9 @@ static const row_t ROWS[] = {
     {"xabort", 1, 0xFF, 0xC6, 0xFF, 0xF8, V_REJECT, "transactional", 0},
     {"xbegin", 1, 0xFF, 0xC7, 0xFF, 0xF8, V_REJECT, "transactional", 0},
     {"xend", 2, 0xFF, 0x01, 0xFF, 0xD5, V_REJECT, "transactional", 0},
+    {"vmx", 2, 0xFF, 0x01, 0xF8, 0xC0, V_REJECT, "privilege-change", 0},
+    {"svm", 2, 0xFF, 0x01, 0xF8, 0xD8, V_REJECT, "privilege-change", 0},
+    {"fred_return", 2, 0xFF, 0x01, 0xFF, 0xCA, V_REJECT, "privilege-change", 0},
 };
 
 static int is_legacy_prefix(int b) {
@@ -353,14 +356,17 @@ static void decode(const uint8_t *b, size_t n, insn_t *in) {
     memset(in, 0, sizeof *in);
     in->disp_off = -1;
     size_t i = 0;
-    while (i < n && is_legacy_prefix(b[i])) {
+    /* The prefix area mixes legacy and REX bytes in any order; only a REX standing last
+       (right before the opcode) counts, the CPU ignores the others. */
+    while (i < n && (is_legacy_prefix(b[i]) || (b[i] & 0xF0) == 0x40)) {
         in->prefix66 |= b[i] == 0x66;
         in->prefix67 |= b[i] == 0x67;
         in->prefix64 |= b[i] == 0x64;
         in->prefix65 |= b[i] == 0x65;
+        if (b[i] == 0xF2 || b[i] == 0xF3) in->last_rep = b[i];
+        in->rex = (b[i] & 0xF0) == 0x40 ? b[i] : 0;
         i++;
     }
-    if (i < n && (b[i] & 0xF0) == 0x40) in->rex = b[i++];
     in->opmap = 1;
     if (i < n && b[i] == 0x0F) { in->opmap = 2; i++; }
     if (i >= n) { in->verdict = V_UNSUPPORTED; return; }
@@ -398,6 +404,7 @@ static void decode(const uint8_t *b, size_t n, insn_t *in) {
         const row_t *row = &ROWS[r];
         if (row->opmap != in->opmap || (in->opcode & row->mask) != row->match) continue;
         if (row->mmask && (!in->has_modrm || (in->modrm & row->mmask) != row->mmatch)) continue;
+        if (strcmp(row->klass, "fred_return") == 0 && !in->last_rep) continue;  /* else CLAC */
         in->klass = row->klass;
         in->verdict = row->verdict;
         in->reason = row->reason;

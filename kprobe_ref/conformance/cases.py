@@ -250,6 +250,8 @@ _X86_REJECT = {
     "call_far": "9a000000000000", "jmp_far": "ea000000000000", "call_far_ind": "ff18",
     "jmp_far_ind": "ff28", "mov_ss": "8ed0", "pop_ss": "17", "hlt": "f4", "xabort": "c6f801",
     "xbegin": "c7f800000000", "xend": "0f01d5", "undecodable": "0f04",
+    "vmx": "0f01c1", "svm": "0f01d9", "fred_return": "f30f01ca",
+    "unclassified_flow": "0f0b",
     "operand-size-branch": "66eb00", "address-size-branch": "67e200",
     "segment-relative-target": "64ff20",
 }

@@ -23,7 +23,7 @@ from kprobe_ref.arch.x86_64.encoding import (
     Insn,
 )
 
-__all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "lookup"]
+__all__ = ["LINUX_DIFFERENCES", "PREFIX_RULES", "ROWS", "Row", "decode", "doc_rows", "lookup"]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -45,8 +45,12 @@ class Row:
     reason: str
     modrm: str | None = None
     forbid: tuple[tuple[int, str], ...] = ()
-    """Prefixes that turn the row into a rejection: (prefix byte, reason code)."""
+    """Prefixes that turn the row into a rejection: (prefix byte, reason code).  A prefix
+    counts wherever it stands in the prefix area."""
     note: str = ""
+    mandatory: tuple[int, ...] = ()
+    """When not empty, the row matches only if the last ``F2``/``F3`` prefix is one of
+    these (the SDM's mandatory prefix selecting the instruction)."""
 
     @cached_property
     def opcode_mask_match(self) -> tuple[int, int]:
@@ -61,8 +65,17 @@ class Row:
         mask, match = self.opcode_mask_match
         if insn.opmap != self.opmap or insn.opcode & mask != match:
             return False
+        if self.mandatory and last_rep_prefix(insn) not in self.mandatory:
+            return False
         mmask, mmatch = self.modrm_mask_match
         return self.modrm is None or (insn.modrm is not None and insn.modrm & mmask == mmatch)
+
+
+def last_rep_prefix(insn: Insn) -> int | None:
+    """The last ``F2``/``F3`` byte of the prefix area (the one the CPU uses when both are
+    present), or ``None``."""
+    reps = [b for b in insn.prefix_bytes if b in (0xF2, 0xF3)]
+    return reps[-1] if reps else None
 
 
 _NEAR = ((0x66, "operand-size-branch"),)
@@ -130,13 +143,34 @@ ROWS: tuple[Row, ...] = (
     Row("xabort", MAP_1BYTE, "1100 0110", REJ, "transactional", "1111 1000", note="XABORT"),
     Row("xbegin", MAP_1BYTE, "1100 0111", REJ, "transactional", "1111 1000", note="XBEGIN"),
     Row("xend", MAP_0F, "0000 0001", REJ, "transactional", "1101 0101", note="XEND"),
+    Row("vmx", MAP_0F, "0000 0001", REJ, "privilege-change", "11 000 xxx",
+        note="ENCLV, VMCALL, VMLAUNCH, VMRESUME, VMXOFF (0F 01 /0, register form)"),
+    Row("svm", MAP_0F, "0000 0001", REJ, "privilege-change", "11 011 xxx",
+        note="VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA (0F 01 D8-DF)"),
+    Row("fred_return", MAP_0F, "0000 0001", REJ, "privilege-change", "1100 1010",
+        note="ERETS (F2), ERETU (F3); without the prefix it is CLAC", mandatory=(0xF2, 0xF3)),
 )  # fmt: skip
 """The table.  Classes not listed are stepped out of line."""
 
 
+def _index(rows: tuple[Row, ...]) -> dict[tuple[str, int], tuple[Row, ...]]:
+    """The rows that can match each (opcode map, opcode byte): a lookup tries only these."""
+    index: dict[tuple[str, int], tuple[Row, ...]] = {}
+    for opmap in {r.opmap for r in rows}:
+        for op in range(256):
+            hits = tuple(r for r in rows if r.opmap == opmap
+                         and op & r.opcode_mask_match[0] == r.opcode_mask_match[1])
+            if hits:
+                index[opmap, op] = hits
+    return index
+
+
+_BY_OPCODE = _index(ROWS)
+
+
 def lookup(insn: Insn) -> Row | None:
     """Return the row whose class the instruction belongs to, if any."""
-    for row in ROWS:
+    for row in _BY_OPCODE.get((insn.opmap, insn.opcode), ()):
         if row.matches(insn):
             return row
     return None
@@ -153,8 +187,8 @@ def _fields(insn: Insn, row: Row | None) -> dict[str, int]:
         f["disp"], f["dsize"] = int.from_bytes(insn.raw[-4:], "little"), 32
     elif row is not None and row.klass == "ret_imm16":
         f["imm"] = int.from_bytes(insn.raw[-2:], "little")
-    if insn.reg_operand is not None and row is not None and row.klass.endswith("_reg"):
-        f["reg"] = insn.reg_operand
+    if row is not None and row.klass.endswith("_reg") and insn.modrm_rm_register is not None:
+        f["reg"] = insn.modrm_rm_register
     if insn.mem is not None:
         f.update(base=insn.mem.base, index=insn.mem.index, scale=insn.mem.scale,
                  mdisp=insn.mem.disp)
@@ -165,6 +199,8 @@ def _fields(insn: Insn, row: Row | None) -> dict[str, int]:
 
 def _verdict(insn: Insn, row: Row | None) -> tuple[Verdict, str, str]:
     if row is None:
+        if insn.transfers_control:
+            return REJ, "unclassified_flow", "control-flow-unclassified"
         if insn.disp_offset is not None:
             return Verdict.STEP_OUT_OF_LINE, "rip_relative", "rip-relative-operand"
         return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
@@ -186,9 +222,48 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
         return Decoded(addr, raw, REJ, "undecodable", "undecodable", f".byte {raw.hex()}")
     row = lookup(insn)
     verdict, klass, reason = _verdict(insn, row)
-    if verdict is Verdict.SIMULATE and klass.endswith("_reg") and insn.reg_operand in (None, -1):
-        verdict, reason = REJ, "undecodable"
+    if verdict is Verdict.SIMULATE and klass.endswith("_reg") and (
+        insn.modrm_rm_register is None or insn.reg_operand != insn.modrm_rm_register
+    ):
+        verdict, reason = REJ, "undecodable"  # capstone and the ModRM/REX.B bits disagree
     return Decoded(addr, insn.raw, verdict, klass, reason, insn.text, _fields(insn, row))
+
+
+PREFIX_RULES: tuple[str, ...] = (
+    "The prefix area is the run of legacy prefixes (`66 67 F0 F2 F3 2E 3E 26 36 64 65`) and "
+    "REX bytes (`40`-`4F`) before the opcode, in any order and with repeats.  The opcode map "
+    "and opcode byte are found after the whole area, so a row matches whatever stands in "
+    "front of the opcode (`40 2e e8 rel32` is `call_rel32`, `48 40 c3` is `ret`).",
+    "Only a REX byte standing last, immediately before the opcode or escape, is the "
+    "instruction's REX; one followed by any other prefix is ignored by the CPU.  The "
+    "register of `call_ind_reg`/`jmp_ind_reg` is ModRM.rm extended by that REX.B alone "
+    "(`41 2e ff d0` is `call rax`, `40 41 ff d0` is `call r8`), checked against capstone.",
+    "A row's prefix rules look at every legacy prefix of the area, wherever it stands: "
+    "`66` on a near branch, `67` on a counted or memory-indirect branch and `64`/`65` on a "
+    "memory-indirect branch refuse it (`F0` on a branch makes the CPU raise #UD; capstone "
+    "does not decode it, so it is refused as undecodable).  `2E`/`3E` (branch "
+    "hints, `notrack`), `26`/`36`, `F2` (`bnd`), `F3` (`rep ret`), REX and REX.W change "
+    "nothing a simulated branch does and are accepted.  `67` on a relative `jcc`/`jmp`/"
+    "`call` does not change the target in 64-bit mode and is accepted.",
+    "A mandatory prefix selects a row where the SDM's map does: `F2`/`F3 0F 01 CA` are "
+    "ERETS/ERETU (refused), plain `0F 01 CA` is CLAC (stepped).  When both `F2` and `F3` "
+    "appear, the last one counts.",
+    "A memory operand is RIP-relative with ModRM `00 reg 101` and no SIB; with `67` it is "
+    "EIP-relative (the address taken mod 2^32), and is relocated the same way: the rewritten "
+    "displacement gives the same address modulo 2^32.",
+    "Below the table, any instruction capstone counts a jump, call, return or interrupt, or "
+    "that reads or writes RIP implicitly, and that no row simulates, is refused "
+    "(`control-flow-unclassified`): the decoder's own view of control flow is a safety net, "
+    "so a gap in the rows refuses rather than steps.",
+    "`tools/x86_campaign.py` checks the whole classification against iced-x86, an "
+    "independent decoder: every prefix arrangement the CPU can tell apart of up to four "
+    "prefix classes, every opcode of the one-byte, 0F, 0F38 and 0F3A maps, register, "
+    "RIP-relative and SIB memory ModRM forms with all eight ModRM.reg values, and VEX, EVEX "
+    "and XOP forms.  No stepped encoding may be a control transfer or carry an unrelocated "
+    "RIP-relative operand in iced's view; disagreements between the decoders are settled in "
+    "unicorn at two addresses (`tests/vectors/x86_disagreements.json`).",
+)
+"""How prefixes are classified, for ``docs/x86_64.md``."""
 
 
 LINUX_DIFFERENCES: tuple[str, ...] = (
@@ -202,6 +277,13 @@ LINUX_DIFFERENCES: tuple[str, ...] = (
     "than simulated with a 64-bit counter.",
     "`cli`, `sti`, `pushf` and `popf` are stepped out of line (Linux emulates them so that "
     "single-stepping cannot enable interrupts; this machine delivers none).",
+    "VMX and SVM instructions in register form (`0F 01 C0`-`C4`, `D8`-`DF`) are refused, as "
+    "Linux refuses `0F 01 /0` register forms; Linux steps the SVM ones.",
+    "ERETS/ERETU (FRED returns) are refused by their mandatory prefix; Linux relies on them "
+    "sitting in non-probeable entry code.",
+    "Linux's instruction decoder looks for a REX byte only after the legacy prefixes, so in "
+    "`40 2e e8 rel32` it takes `2e` for the opcode.  Here the whole prefix area is read as "
+    "the CPU reads it.",
     "A RIP-relative operand whose kernel slot would be out of 32-bit reach is a registration "
     "error (`OutOfReach`), never a silently wrapped displacement.",
 )
@@ -220,6 +302,9 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     for prefix, reason in {p: r for row in ROWS for p, r in row.forbid}.items():
         rows.append(("(prefixed branch)", f"prefix {prefix:#04x} on a simulated branch", "reject",
                      reason, "see the rows' prefix rules"))
+    rows.append(("unclassified_flow", "any other instruction capstone counts a jump, call, "
+                 "return or interrupt, or that reads or writes RIP implicitly", "reject",
+                 "control-flow-unclassified", "a safety net: never stepped"))
     rows.append(("rip_relative", "any other instruction with ModRM 00 reg 101", "step",
                  "rip-relative-operand", "disp32 rewritten for the slot"))
     rows.append(("plain", "any other instruction", "step", "no-pc-use", "copied unchanged"))

@@ -27,6 +27,7 @@ __all__ = [
     "MAP_0F38",
     "MAP_1BYTE",
     "MAP_VEX",
+    "REX_PREFIXES",
     "Insn",
     "MemOperand",
     "encode_call_rel32",
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+REX_PREFIXES = frozenset(range(0x40, 0x50))
+"""REX bytes.  In 64-bit mode a REX prefix counts only when it immediately precedes the
+opcode (or the ``0F`` escape); one followed by any other prefix is ignored (SDM Vol. 2,
+2.2.1), so the prefix area is any mix of legacy and REX bytes and only its last byte can be
+the instruction's REX."""
 MAP_1BYTE, MAP_0F, MAP_0F38, MAP_0F3A, MAP_VEX = "1byte", "0f", "0f38", "0f3a", "vex"
 BASE_RIP = 16
 """Memory-operand base number meaning RIP-relative."""
@@ -63,7 +69,11 @@ class Insn:
     raw: bytes
     text: str
     prefixes: frozenset[int]
+    """The legacy prefixes present, wherever they stand in the prefix area."""
     rex: int
+    """The effective REX byte (the last prefix byte, if it is a REX), else 0."""
+    prefix_bytes: bytes
+    """The whole prefix area in order: legacy and REX bytes, ignored REX bytes included."""
     opmap: str
     opcode: int
     modrm: int | None
@@ -74,6 +84,17 @@ class Insn:
     imm_offset: int
     reg_operand: int | None
     """Register number of a sole register operand (``call rax``), else ``None``."""
+    transfers_control: bool = False
+    """capstone counts it a jump, call, return or interrupt, or it reads or writes RIP
+    implicitly: a safety net under the decode table, which must never step such a thing."""
+
+    @property
+    def modrm_rm_register(self) -> int | None:
+        """The general register ModRM.rm names in the register form (mod 11), extended by
+        the effective REX.B; ``None`` for the memory forms."""
+        if self.modrm is None or self.modrm >> 6 != 3:
+            return None
+        return (self.modrm & 7) | (8 if self.rex & 1 else 0)
 
     @property
     def length(self) -> int:
@@ -98,36 +119,42 @@ def _capstone() -> capstone.Cs:
 def _reg_number(cs_reg: int) -> int:
     if cs_reg == 0:
         return BASE_NONE
-    if cs_reg == csx86.X86_REG_RIP:
-        return BASE_RIP
+    if cs_reg in (csx86.X86_REG_RIP, csx86.X86_REG_EIP):
+        return BASE_RIP  # EIP-relative (0x67): the same field, the address taken mod 2**32
     name = _capstone().reg_name(cs_reg)
     if name in GPR_BY_NUMBER:
         return GPR_BY_NUMBER.index(name)
     return -1  # a register the rules do not use as an address (a 32-bit one, say)
 
 
+def _prefix_area(code: bytes) -> int:
+    """Length of the prefix area: the longest run of legacy and REX bytes at the start."""
+    i = 0
+    while i < len(code) and (code[i] in LEGACY_PREFIXES or code[i] in REX_PREFIXES):
+        i += 1
+    return i
+
+
 def _opcode_position(code: bytes) -> tuple[frozenset[int], int, str, int]:
-    """Skip prefixes; return (legacy prefixes, REX, opcode map, offset of the opcode byte)."""
-    i, prefixes, rex = 0, set(), 0
-    while i < len(code) and code[i] in LEGACY_PREFIXES:
-        prefixes.add(code[i])
-        i += 1
-    if i < len(code) and 0x40 <= code[i] <= 0x4F:
-        rex = code[i]
-        i += 1
+    """Skip prefixes; return (legacy prefixes, effective REX, opcode map, offset of the
+    opcode byte).  VEX, EVEX and XOP escapes carry their own map: they are keyed as
+    ``MAP_VEX`` with the opcode byte after their payload."""
+    i = _prefix_area(code)
+    prefixes = frozenset(b for b in code[:i] if b in LEGACY_PREFIXES)
+    rex = code[i - 1] if i > 0 and code[i - 1] in REX_PREFIXES else 0
     lead = code[i] if i < len(code) else -1
     nxt = code[i + 1] if i + 1 < len(code) else 0
     if lead == 0xC5:
-        return frozenset(prefixes), rex, MAP_VEX, i + 2
+        return prefixes, rex, MAP_VEX, i + 2
     if lead == 0xC4 or (lead == 0x8F and nxt & 0x1F >= 8):
-        return frozenset(prefixes), rex, MAP_VEX, i + 3
+        return prefixes, rex, MAP_VEX, i + 3
     if lead == 0x62:
-        return frozenset(prefixes), rex, MAP_VEX, i + 4
+        return prefixes, rex, MAP_VEX, i + 4
     if lead == 0x0F and nxt in (0x38, 0x3A):
-        return frozenset(prefixes), rex, MAP_0F38 if nxt == 0x38 else MAP_0F3A, i + 2
+        return prefixes, rex, MAP_0F38 if nxt == 0x38 else MAP_0F3A, i + 2
     if lead == 0x0F:
-        return frozenset(prefixes), rex, MAP_0F, i + 1
-    return frozenset(prefixes), rex, MAP_1BYTE, i
+        return prefixes, rex, MAP_0F, i + 1
+    return prefixes, rex, MAP_1BYTE, i
 
 
 def _mem_operand(ins: capstone.CsInsn) -> MemOperand | None:
@@ -162,6 +189,18 @@ def _rip_disp_offset(ins: capstone.CsInsn, raw: bytes, mem: MemOperand | None) -
     return off
 
 
+_CONTROL_GROUPS = frozenset({
+    capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL, capstone.CS_GRP_RET, capstone.CS_GRP_INT,
+    capstone.CS_GRP_IRET, capstone.CS_GRP_BRANCH_RELATIVE,
+})  # fmt: skip
+
+
+def _transfers_control(ins: capstone.CsInsn) -> bool:
+    if _CONTROL_GROUPS.intersection(ins.groups):
+        return True
+    return csx86.X86_REG_RIP in ins.regs_read or csx86.X86_REG_RIP in ins.regs_write
+
+
 def parse(code: bytes, addr: int) -> Insn | None:
     """Decode the instruction at the start of ``code``; ``None`` if it is not valid x86_64."""
     ins = next(_capstone().disasm(code[:15], addr, count=1), None)
@@ -169,6 +208,7 @@ def parse(code: bytes, addr: int) -> Insn | None:
         return None
     raw = bytes(ins.bytes)
     prefixes, rex, opmap, at = _opcode_position(raw)
+    area = _prefix_area(raw)
     opcode = raw[at] if at < len(raw) else 0
     modrm = raw[at + 1] if at + 1 < len(raw) else None
     mem = _mem_operand(ins)
@@ -177,6 +217,7 @@ def parse(code: bytes, addr: int) -> Insn | None:
         text=f"{ins.mnemonic} {ins.op_str}".strip(),
         prefixes=prefixes,
         rex=rex,
+        prefix_bytes=raw[:area],
         opmap=opmap,
         opcode=opcode,
         modrm=modrm,
@@ -184,6 +225,7 @@ def parse(code: bytes, addr: int) -> Insn | None:
         disp_offset=_rip_disp_offset(ins, raw, mem),
         imm_offset=int(ins.imm_offset),
         reg_operand=_sole_register(ins),
+        transfers_control=_transfers_control(ins),
     )
 
 

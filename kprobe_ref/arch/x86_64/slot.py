@@ -20,7 +20,7 @@ Two relocations exist:
 from __future__ import annotations
 
 from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
-from kprobe_ref.arch.x86_64.encoding import INT3, MAP_VEX, parse
+from kprobe_ref.arch.x86_64.encoding import INT3, LEGACY_PREFIXES, MAP_VEX, REX_PREFIXES, parse
 from kprobe_ref.bits import to_signed
 from kprobe_ref.errors import OutOfReach
 
@@ -67,7 +67,7 @@ def rewrite_to_scratch(raw: bytes, disp_offset: int) -> tuple[bytes, str]:
     modrm = raw[modrm_at]
     reg = (modrm >> 3) & 7
     insn = parse(raw, 0)
-    prefix_end = next(i for i, b in enumerate(raw) if not (b in _LEGACY or 0x40 <= b <= 0x4F))
+    prefix_end = next(i for i, b in enumerate(raw) if b not in LEGACY_PREFIXES | REX_PREFIXES)
     vvvv = _vvvv(raw, prefix_end) if insn is not None and insn.opmap == MAP_VEX else -1
     number, name = next((n, r) for n, r in SCRATCH_CHOICES if n not in (reg, vvvv))
     out = bytearray(raw)
@@ -76,14 +76,11 @@ def rewrite_to_scratch(raw: bytes, disp_offset: int) -> tuple[bytes, str]:
     return bytes(out), name
 
 
-_LEGACY = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
-
-
 def _clear_rm_extension(out: bytearray, prefix_end: int) -> None:
     """Make ModRM.rm name a low register: clear REX.B, or set the inverted VEX3/XOP.B and
     EVEX.X bits (Linux sets both, 0x60, which is harmless without a SIB byte)."""
     for i in range(prefix_end):
-        if 0x40 <= out[i] <= 0x4F:
+        if out[i] in REX_PREFIXES:
             out[i] &= 0xFE
     if prefix_end < len(out) and out[prefix_end] in (0xC4, 0x8F, 0x62):
         out[prefix_end + 1] |= 0x60
