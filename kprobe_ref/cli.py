@@ -55,6 +55,7 @@ commands (kprobe-ref COMMAND --help for each):
   reloc    kprobe-ref reloc --arch x86_64 --bytes 0x7405 --addr 0x401000
   trace    kprobe-ref trace -e 'p:gcd_in gcd a=%di' --call 'gcd(48, 18)'
   vectors  kprobe-ref vectors export --arch riscv64 --out DIR
+  sweep    kprobe-ref sweep --arch riscv64 --range 0x0:0x10000 --inline
 exit status: 0 success, 1 a divergence, failed proof or failed gate, 2 bad input."""
 
 
