@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyRegistered",
+    "BlacklistedAddress",
     "InvalidAddress",
     "InvalidImage",
     "InvalidProbeDefinition",
@@ -31,6 +32,17 @@ class KprobeError(Exception):
 
 class InvalidAddress(KprobeError):
     """The probe address is unmapped, misaligned, not an instruction boundary, or reserved."""
+
+
+class BlacklistedAddress(InvalidAddress):
+    """Linux refuses a kprobe at the address (``within_kprobe_blacklist`` or a reserved
+    site of ``check_kprobe_address_safe``); ``reason`` is ``blacklisted:<cause>``."""
+
+    def __init__(self, message: str, cause: str, address: int) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.reason = f"blacklisted:{cause}"
+        self.address = address
 
 
 class UnsupportedInstruction(KprobeError):

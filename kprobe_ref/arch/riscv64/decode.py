@@ -25,10 +25,21 @@ from functools import cached_property, lru_cache
 
 import capstone
 
-from kprobe_ref.arch.base import Decoded, Verdict, compile_pattern
+from kprobe_ref.arch.base import Decoded, Verdict, bucket_rows, compile_pattern
 from kprobe_ref.arch.riscv64 import encoding as enc
 
-__all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "is_lr", "is_sc", "lookup"]
+__all__ = [
+    "EXCLUSIVE_OPENERS",
+    "LINUX_DIFFERENCES",
+    "ROWS",
+    "Row",
+    "decode",
+    "doc_rows",
+    "is_lr",
+    "is_sc",
+    "lookup",
+    "verdict_key",
+]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -124,9 +135,14 @@ ROWS: tuple[Row, ...] = (
 """The table.  Valid instructions not listed are stepped out of line."""
 
 
+_BUCKETS = [tuple(ROWS[i] for i in b)
+            for b in bucket_rows([r.mask_match for r in ROWS], shift=0, bits=7)]
+"""The rows each value of bits [6:0] allows (a lookup tests only those)."""
+
+
 def lookup(w: int, width: int) -> Row | None:
     """Return the row whose class the ``width``-bit instruction ``w`` belongs to, if any."""
-    for row in ROWS:
+    for row in _BUCKETS[w & 0x7F]:
         if row.matches(w, width):
             return row
     return None
@@ -255,3 +271,12 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     rows.append(("undecodable", "words capstone cannot decode; 48-bit and longer", "reject",
                  "undecodable", ""))
     return rows
+
+EXCLUSIVE_OPENERS = frozenset({"lr"})
+"""Classes after which :func:`sequence_hazard` can report a probe inside a sequence."""
+
+
+def verdict_key(raw: bytes) -> bytes:
+    """The part of an instruction's encoding its verdict, class and reason depend on: all of
+    it (the rows test every bit), so verdicts can be cached by encoding."""
+    return raw

@@ -162,6 +162,12 @@ def _rip_disp_offset(ins: capstone.CsInsn, raw: bytes, mem: MemOperand | None) -
     return off
 
 
+def opcode_position(raw: bytes) -> tuple[frozenset[int], int, str, int]:
+    """The legacy prefixes, REX byte, opcode map and offset of the opcode byte of an
+    instruction."""
+    return _opcode_position(raw)
+
+
 def parse(code: bytes, addr: int) -> Insn | None:
     """Decode the instruction at the start of ``code``; ``None`` if it is not valid x86_64."""
     ins = next(_capstone().disasm(code[:15], addr, count=1), None)
