@@ -33,8 +33,18 @@ from typing import Protocol
 import capstone
 
 from kprobe_ref.arch import ArchOps, get_arch
+from kprobe_ref.errors import KprobeError
+from kprobe_ref.manager import ProbeManager, check_probe, instruction_starts
+from kprobe_ref.point import ProbePointList
 
-__all__ = ["Classified", "FastPath", "Reserved"]
+__all__ = [
+    "Classified",
+    "FastPath",
+    "Reserved",
+    "check_probe_verdict",
+    "disagreements",
+    "iter_rejected",
+]
 
 Verdicts = tuple[str, str, str]
 """(verdict, class, reason)."""
@@ -79,15 +89,16 @@ class FastPath:
         self.misses = 0
         cs = _CS_MODES.get(isa)
         self._cs = capstone.Cs(*cs) if cs is not None else None
+        enc = importlib.import_module(f"kprobe_ref.arch.{isa}.encoding")
+        self._sdm_length: Callable[[bytes, int], int] = getattr(
+            enc, "sdm_length", lambda _code, n: n)
 
     # -- boundaries ------------------------------------------------------------------------------
     def starts(self, code: bytes, start: int) -> tuple[list[tuple[int, int]], int | None]:
         """``(offset, length)`` of each instruction decoded from ``start`` and the offset
         where decoding stopped (``None`` when the whole of ``code`` decoded)."""
         if self._cs is not None:
-            out = [(a - start, n) for a, n, _m, _o in self._cs.disasm_lite(code, start)]
-            end = out[-1][0] + out[-1][1] if out else 0
-            return out, (end if end < len(code) else None)
+            return self._bulk(code, start)
         if not self.arch.variable_length:
             step = self.arch.insn_align if self.arch.max_insn_len == 4 else 4
             whole = len(code) - len(code) % step
@@ -100,6 +111,32 @@ class FastPath:
                 return out, off
             out.append((off, n))
             off += n
+        return out, None
+
+    def _bulk(self, code: bytes, start: int) -> tuple[list[tuple[int, int]], int | None]:
+        """x86_64: capstone over the whole function, resumed after each ``ud0``/``ud1``
+        whose length the ISA's ``sdm_length`` corrects."""
+        assert self._cs is not None
+        out: list[tuple[int, int]] = []
+        off = 0
+        while off < len(code):
+            resume = None
+            for a, n, mnem, _ops in self._cs.disasm_lite(code[off:], start + off):
+                at = a - start
+                if mnem in ("ud0", "ud1"):
+                    fixed = self._sdm_length(code[at : at + 15], n)
+                    if fixed != n:
+                        resume = (at, fixed)
+                        break
+                out.append((at, n))
+            if resume is None:
+                end = out[-1][0] + out[-1][1] if out else 0
+                return out, (end if end < len(code) else None)
+            at, fixed = resume
+            if fixed == 0:
+                return out, at
+            out.append((at, fixed))
+            off = at + fixed
         return out, None
 
     # -- verdicts ----------------------------------------------------------------------------------
@@ -180,3 +217,38 @@ def iter_rejected(path: FastPath, code: bytes, start: int, insns: list[Classifie
         if verdict == "reject" and not skip(reason):
             off = addr - start
             yield off, path.text(code[off:], addr), reason
+
+
+def check_probe_verdict(manager: ProbeManager, points: ProbePointList, addr: int) -> Verdicts:
+    """``check_probe``'s answer at ``addr`` as ``(verdict, class, reason)``: the point's
+    decoded verdict, or for a refusal ``reject``, the error's class name and reason code."""
+    try:
+        d = check_probe(manager, points, addr).decoded
+        return d.verdict.value, d.klass, d.reason
+    except KprobeError as exc:
+        return "reject", type(exc).__name__, str(getattr(exc, "reason", "invalid-address"))
+
+
+def disagreements(fast: FastPath, manager: ProbeManager, code: bytes, start: int,
+                  reserved: Reserved | None) -> list[str]:
+    """Where the fast path and ``check_probe`` differ on the function at ``start``: each
+    instruction's verdict and reason code (and class, unless rejected: ``check_probe``
+    names the error there, the fast path the decode-table row), and the instruction starts
+    themselves (found by ``instruction_starts`` as registration finds them)."""
+    points = ProbePointList()
+    out = []
+    insns, _stuck = fast.function(code, start, reserved)
+    starts, stuck = instruction_starts(fast.isa, start, code)
+    mine = [a for a, n, *_ in insns if n]
+    if fast.arch.variable_length and mine != list(starts):
+        out.append(f"{start:#x}: instruction starts differ from instruction_starts")
+    if (stuck is None) != (len(mine) == len(insns)):
+        out.append(f"{start:#x}: decoding stops at {stuck} here, not there in the fast path")
+    for addr, _n, verdict, klass, reason in insns:
+        want = check_probe_verdict(manager, points, addr)
+        same = want[0] == verdict and want[2] == reason and (
+            verdict == "reject" or want[1] == klass)
+        if not same:
+            out.append(f"{addr:#x}: fast path {verdict}/{klass}/{reason}, check_probe "
+                       f"{'/'.join(want)}")
+    return out
