@@ -104,7 +104,8 @@ class FastPath:
             whole = len(code) - len(code) % step
             return [(o, step) for o in range(0, whole, step)], (whole if whole < len(code)
                                                                else None)
-        out, off, length = [], 0, self.arch.insn_length
+        out: list[tuple[int, int]] = []
+        off, length = 0, self.arch.insn_length
         while off < len(code):
             n = length(code[off : off + 8], start + off)
             if n == 0:
