@@ -14,7 +14,8 @@ function, in the same order of checks:
    fixed-width ISAs: one word after another; riscv64: the length bits);
 3. the decode table: ``verdict, class, reason`` cached by the ISA's ``verdict_key`` (the
    whole word on the fixed-width ISAs and riscv64; on x86_64 the prefixes, opcode and ModRM
-   byte and the length), computed on a miss by the ISA's own ``decode``;
+   byte and the length), computed on a miss by the ISA's ``classify`` (``decode`` without
+   the text and fields);
 4. the exclusive-sequence check, run exactly as registration runs it, in the functions
    that contain an instruction opening such a sequence.
 
@@ -33,6 +34,7 @@ from typing import Protocol
 import capstone
 
 from kprobe_ref.arch import ArchOps, get_arch
+from kprobe_ref.arch.base import Verdict
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.manager import ProbeManager, check_probe, instruction_starts
 from kprobe_ref.point import ProbePointList
@@ -82,6 +84,7 @@ class FastPath:
         self.decode: ModuleType = importlib.import_module(f"kprobe_ref.arch.{isa}.decode")
         self.key: Callable[[bytes], bytes] = self.decode.verdict_key
         self.openers: frozenset[str] = self.decode.EXCLUSIVE_OPENERS
+        self.classify: Callable[[bytes], tuple[Verdict, str, str]] = self.decode.classify
         self.cache: dict[bytes, Verdicts] = {}
         """Verdicts by ``verdict_key``."""
         self.exact: dict[bytes, Verdicts] = {}
@@ -147,8 +150,8 @@ class FastPath:
         got = self.cache.get(key)
         if got is None:
             self.misses += 1
-            d = self.arch.decode(raw, addr, False)
-            got = (d.verdict.value, d.klass, d.reason)
+            verdict, klass, reason = self.classify(raw)
+            got = (verdict.value, klass, reason)
             self.cache[key] = got
         return got
 

@@ -26,6 +26,7 @@ __all__ = [
     "ROWS",
     "STORE_EXCLUSIVE",
     "Row",
+    "classify",
     "decode",
     "doc_rows",
     "lookup",
@@ -185,6 +186,18 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
         return Decoded(addr, raw, Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use", text)
     fields = encoding.pattern_fields(row.pattern, w)
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text, fields)
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    if len(code) < 4:
+        return REJ, "undecodable", "undecodable"
+    row = lookup(encoding.word(code))
+    if row is None:
+        return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
+    return row.verdict, row.klass, row.reason
 
 
 def sequence_hazard(code: bytes, start: int, addr: int) -> str | None:

@@ -33,6 +33,7 @@ __all__ = [
     "LINUX_DIFFERENCES",
     "ROWS",
     "Row",
+    "classify",
     "decode",
     "doc_rows",
     "is_lr",
@@ -195,6 +196,21 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
                        {"len": n})
     fields = {"len": n, **(_FIELDS[row.fmt](w) if row.fmt else {})}
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text or row.note, fields)
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    n = enc.length(code)
+    if n == 0:
+        return REJ, "undecodable", "undecodable"
+    row = lookup(enc.word(code), 8 * n)
+    if row is not None:
+        return row.verdict, row.klass, row.reason
+    if disassemble(code[:n], 0) is None:
+        return REJ, "undecodable", "undecodable"
+    return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
 
 
 def is_lr(code: bytes) -> bool:

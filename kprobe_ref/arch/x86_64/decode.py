@@ -28,6 +28,7 @@ __all__ = [
     "LINUX_DIFFERENCES",
     "ROWS",
     "Row",
+    "classify",
     "decode",
     "doc_rows",
     "lookup",
@@ -198,6 +199,14 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
     if verdict is Verdict.SIMULATE and klass.endswith("_reg") and insn.reg_operand in (None, -1):
         verdict, reason = REJ, "undecodable"
     return Decoded(addr, insn.raw, verdict, klass, reason, insn.text, _fields(insn, row))
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    d = decode(code, 0)
+    return d.verdict, d.klass, d.reason
 
 
 LINUX_DIFFERENCES: tuple[str, ...] = (
