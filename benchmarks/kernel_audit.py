@@ -270,7 +270,8 @@ def report(isa: str, path: str, args: argparse.Namespace) -> int:
         bl = build_blacklist(kelf, symbols)
         sites = {k: v for k, v in bl.count_by_cause().items()
                  if k in ("jump-label", "static-call", "bug")}
-        print(f"  blacklist entries (audit): {bl.entries}; sites: {sites}")
+        print(f"  blacklist entries (audit): {bl.entries}; sites: {sites}; skipped as Linux "
+              f"skips them (not kernel text): {bl.skipped}")
         print(f"  Linux's rules over nm:     {nm_rules(kelf)}")
         refused, found, missing = nokprobe_reported(kelf, out_json)
         print(f"  NOKPROBE_SYMBOL functions reported refused: {refused}/{found}"

@@ -109,6 +109,7 @@ def test_each_rule_gives_its_cause(x86_kernel: Path) -> None:
     }
     assert {a: bl.cause(a) for a in expect} == expect
     assert bl.entries == {"nokprobe": 1, "noinstr-text": 2, "entry-text": 1}
+    assert bl.skipped == {"nokprobe": 1}  # the table word pointing into .data
 
 
 def test_static_call_sites_in_init_text_are_skipped(x86_kernel: Path) -> None:

@@ -121,6 +121,9 @@ class Blacklist:
     """Sorted ``[start, end)`` of ``__cfi_``/``__pfx_`` symbols."""
     entries: dict[str, int] = field(default_factory=dict)
     """How many entries each rule added (``nokprobe``: table entries; areas: symbols)."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Entries a rule met but Linux skips: an address outside kernel text
+    (``kernel_text_address``), such as arm64's SDEI trampolines in ``.rodata.text``."""
     _site_addrs: list[int] = field(default_factory=list, repr=False)
 
     def cause(self, addr: int) -> str | None:
@@ -178,6 +181,7 @@ class _Builder:
         self.kelf, self.syms, self.ks = kelf, syms, kallsyms
         self.ranges: list[tuple[int, int, int, str]] = []  # (start, end, priority, cause)
         self.entries: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
         text = [(syms.get("_stext"), syms.get("_etext")),
                 (syms.get("_sinittext"), syms.get("_einittext"))]
         self.text = [(a, b) for a, b in text if a is not None and b is not None]
@@ -189,6 +193,7 @@ class _Builder:
     def add_ksym(self, entry: int, cause: str) -> int:
         """``kprobe_add_ksym_blacklist``: returns the size added, or -1 when refused."""
         if not self.kernel_text(entry):
+            self.skipped[cause] = self.skipped.get(cause, 0) + 1
             return -1
         found = self.ks.containing(entry)
         if found is None:
@@ -234,7 +239,7 @@ def build_blacklist(kelf: KernelElf, symbols: list[Symbol] | None = None) -> Bla
     b.add_area("__noinstr_text", "noinstr-text")
     for prefix, cause in arch.BLACKLIST_AREAS:
         b.add_area(prefix, cause)
-    bl = Blacklist(entries=b.entries)
+    bl = Blacklist(entries=b.entries, skipped=b.skipped)
     base = _disjoint(b.ranges)
     _load(bl, base)
     suffixed = _suffixed(ks, bl)

@@ -313,6 +313,7 @@ def audit_kernel(path: str, jobs: int = 1, proofs: bool = True,
     header: Record = {
         "record": "image", "image": path, "isa": found, "linux_rules": LINUX_VERSION,
         "functions": len(funcs), "blacklist_entries": blacklist.entries,
+        "blacklist_skipped": blacklist.skipped,
         "blacklist_ranges": blacklist.count_by_cause(),
     }
     if proofs:
@@ -418,7 +419,10 @@ def _human(header: Record, s: Summary, out: TextIO) -> None:
     out.write(f"  rejections: {_counts(dict(s.rejections))}\n")
     out.write(f"  blacklist (instructions per cause): {_counts(dict(s.blacklist))}\n")
     out.write(f"  functions Linux refuses, per cause: {_counts(dict(s.refused_functions))}\n")
-    out.write(f"  blacklist entries per rule: {_counts(header['blacklist_entries'])}\n")
+    out.write(f"  blacklist entries per rule: {_counts(header['blacklist_entries'])}")
+    if header["blacklist_skipped"]:
+        out.write(f" (skipped, not kernel text: {_counts(header['blacklist_skipped'])})")
+    out.write("\n")
     if s.proved:
         out.write(f"  rules:      {_counts(dict(s.proved))}\n")
     out.write(f"  fully probeable functions: {s.fully_probeable}\n")
