@@ -53,7 +53,7 @@ from kprobe_ref.kernel.blacklist import Kallsyms, build_blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
 from kprobe_ref.kernel.fastpath import FastPath, disagreements
 from kprobe_ref.kernel.host import ImageHost
-from kprobe_ref.kernel.whole import kernel_functions
+from kprobe_ref.kernel.whole import KernelFunction, kernel_functions
 from kprobe_ref.manager import ProbeManager
 
 OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump",
@@ -133,11 +133,27 @@ def speed(isa: str, path: str, jobs: int, out_json: str) -> dict[str, float]:
             "errors": summary["errors"]}
 
 
-def boundaries(isa: str, kelf: KernelElf, funcs: list, fast: FastPath) -> tuple[int, int, Counter,
-                                                                               list[str]]:
+def explain(kelf: KernelElf, f: KernelFunction, ours: set[int], theirs: set[int],
+            symbols: list[int]) -> str:
+    """Why objdump's instruction starts differ from the audit's in function ``f``."""
+    first = min(ours.symmetric_difference(theirs))
+    lo = bisect.bisect_right(symbols, f.address)
+    if lo < len(symbols) and symbols[lo] <= first + 16 and symbols[lo] < f.address + f.size:
+        return ("objdump restarts decoding at a symbol inside the function (instructions "
+                "that overlap by design, e.g. the retbleed/SRSO untraining sequences)")
+    before = max((a for a in ours if a < first), default=f.address)
+    if b"\x9b" in (kelf.read(before, 1), kelf.read(first, 1)):
+        return ("objdump prints fwait (9b) and the x87 instruction after it as one "
+                "(finit, fstsw...); 9b is an instruction of its own (SDM FWAIT)")
+    return "other"
+
+
+def boundaries(isa: str, kelf: KernelElf, funcs: list[KernelFunction], fast: FastPath,
+               ks: Kallsyms) -> tuple[int, int, Counter[str], list[str]]:
     """(instructions agreeing, instructions compared, disagreements by cause, examples)."""
     sections = [s.name for s in kelf.executable_sections()]
     addrs, mnems = objdump_starts(OBJDUMP[isa], kelf.path, sections)
+    inner = sorted(set(ks.addrs))
     agree = total = 0
     causes: Counter[str] = Counter()
     examples: list[str] = []
@@ -161,8 +177,9 @@ def boundaries(isa: str, kelf: KernelElf, funcs: list, fast: FastPath) -> tuple[
             rest = sum(1 for a in theirs if a >= f.address + stuck)
             if same + rest == len(theirs):
                 continue
-        causes["other"] += 1
-        if len(examples) < 10:
+        cause = explain(kelf, f, set(ours), set(theirs), inner)
+        causes[cause] += 1
+        if cause == "other" and len(examples) < 10:
             diff = sorted(set(ours).symmetric_difference(theirs))[:1]
             examples.append(f"{f.names[0]}@{f.address:#x}: first difference at "
                             f"{diff[0]:#x}" if diff else f.names[0])
@@ -260,7 +277,7 @@ def report(isa: str, path: str, args: argparse.Namespace) -> int:
         symbols = kelf.symbols()
         funcs = kernel_functions(kelf, symbols, Kallsyms(symbols))
         fast = FastPath(isa)
-        agree, total, causes, examples = boundaries(isa, kelf, funcs, fast)
+        agree, total, causes, examples = boundaries(isa, kelf, funcs, fast, Kallsyms(symbols))
         print(f"  instruction starts agreeing with objdump: {agree}/{total} "
               f"({100 * agree / max(total, 1):.4f}%) over {len(funcs)} functions")
         for cause, n in causes.most_common():
