@@ -10,7 +10,9 @@ Subcommands:
   status 1).
 - ``audit [IMAGE] [--arch A] [--function NAME]... [--inputs FILE] [--json] [--jobs N]
   [--fail-on-reject NAME]...``: which instructions can be probed, by which rule, and why
-  not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.
+  not; verified by running where inputs exist.  Without IMAGE: the bundled corpus.  A Linux
+  kernel image without ``--function``: every function symbol, with the kernel's blacklist,
+  streamed (``--json``: JSON lines) and summarised.
 - ``vectors export [--arch A] --out DIR``: conformance vectors for ports, checked on the
   machine, as JSON Lines; counts per ISA, row and reason (``docs/conformance.md``).
 - ``sweep --arch A [--range LO:HI] [--scheduler ADDRESS] ...``: every instruction word's
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--no-proofs", action="store_true",
                        help="do not run the proof obligations (no 'proved' column)")
     from kprobe_ref.conformance.commands import add_commands as add_vectors
+    audit.add_argument("--progress", action="store_true",
+                       help="show progress on standard error even when it is not a terminal")
     from kprobe_ref.proofs.commands import add_commands
     from kprobe_ref.sweep.commands import add_command
     from kprobe_ref.trace.command import add_command as add_trace
@@ -119,6 +123,14 @@ def _audit(args: argparse.Namespace) -> int:
             specs = load_specs(Path(args.inputs).read_text())
         except OSError as exc:
             raise InvalidProbeDefinition(f"cannot read {args.inputs}: {exc.strerror}") from None
+    if args.image is not None and not args.function:
+        from kprobe_ref.kernel.whole import is_kernel_image, run_kernel_audit
+
+        if is_kernel_image(args.image):
+            return run_kernel_audit(args.image, args.jobs, args.json, args.fail_on_reject,
+                                    sys.stdout, sys.stderr, proofs=not args.no_proofs,
+                                    specs=specs, isa=args.arch,
+                                    show_progress=args.progress or sys.stderr.isatty())
     if args.image is None:
         isas = [args.arch] if args.arch else sorted(ARCHES)
         images = [(str(bundled_image(i)), i, specs or bundled_specs(i)) for i in isas]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyRegistered",
+    "BlacklistedAddress",
     "InvalidAddress",
     "InvalidImage",
     "InvalidProbeDefinition",
@@ -47,6 +48,15 @@ class UnknownSymbol(InvalidAddress):
 class SymbolNotUnique(InvalidAddress):
     """``with_symbol`` names several symbols; Linux refuses it ("The symbol is not
     unique") and asks for an address instead."""
+class BlacklistedAddress(InvalidAddress):
+    """Linux refuses a kprobe at the address (``within_kprobe_blacklist`` or a reserved
+    site of ``check_kprobe_address_safe``); ``reason`` is ``blacklisted:<cause>``."""
+
+    def __init__(self, message: str, cause: str, address: int) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.reason = f"blacklisted:{cause}"
+        self.address = address
 
 
 class UnsupportedInstruction(KprobeError):

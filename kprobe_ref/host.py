@@ -48,6 +48,14 @@ class KprobeAuxiliaryOps(Protocol):
         """Return why ``addr`` must never be probed (the machinery's own code: slots,
         trampolines, trap paths), or ``None`` when it may be."""
 
+    def within_kprobe_blacklist(self, addr: int) -> str | None:
+        """Return why the kernel refuses a kprobe at kernel address ``addr``, as a cause
+        code (``nokprobe``, ``noinstr-text``, ``jump-label``...; see
+        ``kprobe_ref/kernel/blacklist.py``), or ``None``.  Linux's
+        ``within_kprobe_blacklist`` together with the reserved-site checks of
+        ``check_kprobe_address_safe`` (jump labels, static calls, BUG sites, CFI
+        preambles)."""
+
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         """Return ``(start, size)`` of the known function containing ``addr`` (kallsyms, or
         the process image's symbol table), or ``None``."""

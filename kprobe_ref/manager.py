@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from kprobe_ref.arch import ArchOps, Verdict, get_arch
 from kprobe_ref.errors import (
+    BlacklistedAddress,
     InvalidAddress,
     InvalidProbeDefinition,
     NotInstructionBoundary,
@@ -230,6 +231,11 @@ def _new_point(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint
     forbidden = m.aux.probe_forbidden(addr, m.pid)
     if forbidden is not None:
         raise InvalidAddress(f"{addr:#x} must not be probed: {forbidden}")
+    cause = m.aux.within_kprobe_blacklist(addr) if m.pid is None else None
+    if cause is not None:
+        raise BlacklistedAddress(
+            f"{addr:#x} must not be probed: the kernel's kprobe blacklist refuses it ({cause})",
+            cause, addr)
     code = _read_code(m, points, addr)
     _check_boundary(m, points, addr)
     d = m.arch.decode(code, addr, m.user)

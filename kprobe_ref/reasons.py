@@ -129,6 +129,46 @@ REASONS: dict[str, str] = {
         "forms beside them): PC-relative jumps that depend on LBT scratch state outside "
         "pt_regs, so they can neither be simulated nor stepped."
     ),
+    # -- refused by the kernel's blacklist (kprobe_ref/kernel/blacklist.py) ---------------------
+    "blacklisted:nokprobe": (
+        "Inside a function marked NOKPROBE_SYMBOL (the table between __start_kprobe_blacklist "
+        "and __stop_kprobe_blacklist): code the kprobe machinery itself runs."
+    ),
+    "blacklisted:kprobes-text": "Inside __kprobes_text (functions marked __kprobes).",
+    "blacklisted:noinstr-text": (
+        "Inside __noinstr_text (noinstr functions: entry code that runs before RCU and "
+        "instrumentation are safe)."
+    ),
+    "blacklisted:entry-text": "Inside __entry_text (the low-level exception and syscall entry).",
+    "blacklisted:irqentry-text": "Inside __irqentry_text (interrupt entry handlers).",
+    "blacklisted:hyp-text": "Inside __hyp_text (arm64 KVM hypervisor code, run at EL2).",
+    "blacklisted:hyp-idmap-text": (
+        "Inside __hyp_idmap_text (arm64 KVM code run from the identity map at EL2)."
+    ),
+    "blacklisted:suffixed-symbol": (
+        "In a compiler-made clone (foo.cold, foo.part.0, foo.isra.0) of a blacklisted "
+        "function foo: Linux checks the base name."
+    ),
+    "blacklisted:init-text": (
+        "In init text (_sinittext.._einittext), which a booted kernel has freed: not kernel "
+        "text any more, so Linux refuses it."
+    ),
+    "blacklisted:jump-label": (
+        "A jump-label (static key) site from __jump_table: the kernel rewrites this "
+        "instruction between a NOP and a jump at run time."
+    ),
+    "blacklisted:static-call": (
+        "A static-call site from .static_call_sites: the kernel rewrites this call's target "
+        "at run time."
+    ),
+    "blacklisted:bug": (
+        "A BUG() or WARN() trap listed in __bug_table: the trap handler finds its entry by "
+        "this address, so a breakpoint there would hide it."
+    ),
+    "blacklisted:cfi-preamble": (
+        "Inside a __cfi_ or __pfx_ symbol: the CFI type hash or the padding before a "
+        "function, never executed as code."
+    ),
 }
 
 

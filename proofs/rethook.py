@@ -217,6 +217,9 @@ class MiniHost:
     def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
         return None
 
+    def within_kprobe_blacklist(self, addr: int) -> str | None:
+        return None
+
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return None
 

@@ -46,7 +46,7 @@ def _modules(isa: str) -> set[str]:
 
 
 def test_every_isa_package_has_the_same_modules() -> None:
-    expected = {"encoding", "decode", "simulate", "slot", "rethook", "regs"}
+    expected = {"encoding", "decode", "simulate", "slot", "rethook", "regs", "kernel"}
     packages = [m.name for m in pkgutil.iter_modules(arch.__path__) if m.ispkg]
     assert set(packages) >= set(ARCHES)
     for isa in packages:

@@ -17,13 +17,13 @@ same rule runs on a concrete trap frame and, in the proofs, on Z3 terms.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from kprobe_ref.bits import BV
 
-__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "compile_pattern"]
+__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "bucket_rows", "compile_pattern"]
 
 
 def compile_pattern(bits: str) -> tuple[int, int]:
@@ -34,6 +34,20 @@ def compile_pattern(bits: str) -> tuple[int, int]:
     mask = int("".join("1" if b in "01" else "0" for b in bits), 2)
     match = int("".join("1" if b == "1" else "0" for b in bits), 2)
     return mask, match
+
+
+def bucket_rows(masks: Sequence[tuple[int, int]], shift: int, bits: int) -> list[tuple[int, ...]]:
+    """Index decode-table rows by one bit field of the word: for each value of the
+    ``bits``-bit field at ``shift``, the indices (in table order) of the rows whose
+    ``(mask, match)`` allows that value.  A lookup then tests only the rows of the word's
+    bucket, and finds the same row as a scan of the whole table."""
+    top = ((1 << bits) - 1) << shift
+    out = []
+    for v in range(1 << bits):
+        key = v << shift
+        out.append(tuple(i for i, (mask, match) in enumerate(masks)
+                         if (key ^ match) & mask & top == 0))
+    return out
 
 
 class Verdict(enum.Enum):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
 from kprobe_ref.errors import KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
 from kprobe_ref.kretprobe import RetprobeInstance
 from kprobe_ref.manager import (
     ProbeManager,
@@ -86,6 +87,8 @@ class Machine:
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
         self.kernel = self._new_space(None)
+        self.kprobe_blacklist: Blacklist | None = None
+        """The loaded kernel's kprobe blacklist (``None``: no kernel image loaded)."""
         self.manager = ProbeManager(self.arch, self, None)
         self.points = ProbePointList()
         self.processes: dict[int, Process] = {}
@@ -121,6 +124,8 @@ class Machine:
         image = read_image(path, self.isa)
         load_image(self.kernel, image)
         self.images.append(image)
+        if "_stext" in image.symbols and "_etext" in image.symbols:
+            self.kprobe_blacklist = kernel_blacklist(path)
         return image
 
     def add_symbol(self, name: str, addr: int, size: int) -> None:
@@ -304,6 +309,10 @@ class Machine:
 
     def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
         return self._space(pid).forbidden(addr)
+
+    def within_kprobe_blacklist(self, addr: int) -> str | None:
+        bl = self.kprobe_blacklist
+        return bl.cause(addr) if bl is not None else None
 
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return self._space(pid).function_containing(addr)

@@ -17,18 +17,21 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from kprobe_ref.arch.aarch64 import encoding
-from kprobe_ref.arch.base import Decoded, Verdict
+from kprobe_ref.arch.base import Decoded, Verdict, bucket_rows
 
 __all__ = [
+    "EXCLUSIVE_OPENERS",
     "LINUX_DIFFERENCES",
     "LOAD_EXCLUSIVE",
     "ROWS",
     "STORE_EXCLUSIVE",
     "Row",
+    "classify",
     "decode",
     "doc_rows",
     "lookup",
     "sequence_hazard",
+    "verdict_key",
 ]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
@@ -158,9 +161,14 @@ MAX_ATOMIC_CONTEXT = 32
 ``MAX_ATOMIC_CONTEXT_SIZE``)."""
 
 
+_BUCKETS = [tuple(ROWS[i] for i in b)
+            for b in bucket_rows([r.mask_match for r in ROWS], shift=24, bits=8)]
+"""The rows each value of bits [31:24] allows (a lookup tests only those)."""
+
+
 def lookup(w: int) -> Row | None:
     """Return the row whose class word ``w`` belongs to, if any."""
-    for row in ROWS:
+    for row in _BUCKETS[(w >> 24) & 0xFF]:
         if row.matches(w):
             return row
     return None
@@ -178,6 +186,18 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
         return Decoded(addr, raw, Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use", text)
     fields = encoding.pattern_fields(row.pattern, w)
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text, fields)
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    if len(code) < 4:
+        return REJ, "undecodable", "undecodable"
+    row = lookup(encoding.word(code))
+    if row is None:
+        return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
+    return row.verdict, row.klass, row.reason
 
 
 def sequence_hazard(code: bytes, start: int, addr: int) -> str | None:
@@ -244,3 +264,12 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     )
     rows.append(("plain", "any other word", "step", "no-pc-use", "copied unchanged"))
     return rows
+
+EXCLUSIVE_OPENERS = LOAD_EXCLUSIVE
+"""Classes after which :func:`sequence_hazard` can report a probe inside a sequence."""
+
+
+def verdict_key(raw: bytes) -> bytes:
+    """The part of an instruction's encoding its verdict, class and reason depend on: all of
+    it (the rows test every bit), so verdicts can be cached by encoding."""
+    return raw

@@ -25,11 +25,23 @@ from typing import Any
 
 import pypcode
 
-from kprobe_ref.arch.base import Decoded, Verdict, compile_pattern
+from kprobe_ref.arch.base import Decoded, Verdict, bucket_rows, compile_pattern
 from kprobe_ref.arch.loongarch64 import encoding as enc
 
-__all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "is_ll", "is_sc",
-           "lookup", "sequence_hazard"]
+__all__ = [
+    "EXCLUSIVE_OPENERS",
+    "LINUX_DIFFERENCES",
+    "ROWS",
+    "Row",
+    "classify",
+    "decode",
+    "doc_rows",
+    "is_ll",
+    "is_sc",
+    "lookup",
+    "sequence_hazard",
+    "verdict_key",
+]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -145,9 +157,14 @@ ROWS: tuple[Row, ...] = (
 """The table.  Valid instructions not listed are stepped out of line."""
 
 
+_BUCKETS = [tuple(ROWS[i] for i in b)
+            for b in bucket_rows([r.mask_match for r in ROWS], shift=22, bits=10)]
+"""The rows each value of bits [31:22] allows (a lookup tests only those)."""
+
+
 def lookup(w: int) -> Row | None:
     """Return the row whose class the word ``w`` belongs to, if any."""
-    for row in ROWS:
+    for row in _BUCKETS[(w >> 22) & 0x3FF]:
         if row.matches(w):
             return row
     return None
@@ -197,6 +214,21 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
         return Decoded(addr, raw, Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use", text, {})
     fields = _FIELDS[row.fmt](w, row.klass) if row.fmt else {}
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text or row.note, fields)
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    raw = code[:4]
+    if len(raw) < 4:
+        return REJ, "undecodable", "undecodable"
+    row = lookup(enc.word(raw))
+    if row is not None:
+        return row.verdict, row.klass, row.reason
+    if disassemble(raw, 0) is None:
+        return REJ, "undecodable", "undecodable"
+    return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
 
 
 def is_ll(code: bytes) -> bool:
@@ -261,3 +293,12 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     rows.append(("undecodable", "words Ghidra's LoongArch specification cannot decode",
                  "reject", "undecodable", ""))
     return rows
+
+EXCLUSIVE_OPENERS = frozenset({"ll", "llacq"})
+"""Classes after which :func:`sequence_hazard` can report a probe inside a sequence."""
+
+
+def verdict_key(raw: bytes) -> bytes:
+    """The part of an instruction's encoding its verdict, class and reason depend on: all of
+    it (the rows test every bit), so verdicts can be cached by encoding."""
+    return raw

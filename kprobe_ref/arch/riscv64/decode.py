@@ -25,10 +25,22 @@ from functools import cached_property, lru_cache
 
 import capstone
 
-from kprobe_ref.arch.base import Decoded, Verdict, compile_pattern
+from kprobe_ref.arch.base import Decoded, Verdict, bucket_rows, compile_pattern
 from kprobe_ref.arch.riscv64 import encoding as enc
 
-__all__ = ["LINUX_DIFFERENCES", "ROWS", "Row", "decode", "doc_rows", "is_lr", "is_sc", "lookup"]
+__all__ = [
+    "EXCLUSIVE_OPENERS",
+    "LINUX_DIFFERENCES",
+    "ROWS",
+    "Row",
+    "classify",
+    "decode",
+    "doc_rows",
+    "is_lr",
+    "is_sc",
+    "lookup",
+    "verdict_key",
+]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -126,9 +138,14 @@ ROWS: tuple[Row, ...] = (
 """The table.  Valid instructions not listed are stepped out of line."""
 
 
+_BUCKETS = [tuple(ROWS[i] for i in b)
+            for b in bucket_rows([r.mask_match for r in ROWS], shift=0, bits=7)]
+"""The rows each value of bits [6:0] allows (a lookup tests only those)."""
+
+
 def lookup(w: int, width: int) -> Row | None:
     """Return the row whose class the ``width``-bit instruction ``w`` belongs to, if any."""
-    for row in ROWS:
+    for row in _BUCKETS[w & 0x7F]:
         if row.matches(w, width):
             return row
     return None
@@ -181,6 +198,21 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
                        {"len": n})
     fields = {"len": n, **(_FIELDS[row.fmt](w) if row.fmt else {})}
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text or row.note, fields)
+
+
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    n = enc.length(code)
+    if n == 0:
+        return REJ, "undecodable", "undecodable"
+    row = lookup(enc.word(code), 8 * n)
+    if row is not None:
+        return row.verdict, row.klass, row.reason
+    if disassemble(code[:n], 0) is None:
+        return REJ, "undecodable", "undecodable"
+    return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
 
 
 def is_lr(code: bytes) -> bool:
@@ -257,3 +289,12 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     rows.append(("undecodable", "words capstone cannot decode; 48-bit and longer", "reject",
                  "undecodable", ""))
     return rows
+
+EXCLUSIVE_OPENERS = frozenset({"lr"})
+"""Classes after which :func:`sequence_hazard` can report a probe inside a sequence."""
+
+
+def verdict_key(raw: bytes) -> bytes:
+    """The part of an instruction's encoding its verdict, class and reason depend on: all of
+    it (the rows test every bit), so verdicts can be cached by encoding."""
+    return raw

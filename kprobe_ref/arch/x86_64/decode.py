@@ -23,7 +23,18 @@ from kprobe_ref.arch.x86_64.encoding import (
     Insn,
 )
 
-__all__ = ["LINUX_DIFFERENCES", "PREFIX_RULES", "ROWS", "Row", "decode", "doc_rows", "lookup"]
+__all__ = [
+    "EXCLUSIVE_OPENERS",
+    "LINUX_DIFFERENCES",
+    "PREFIX_RULES",
+    "ROWS",
+    "Row",
+    "classify",
+    "decode",
+    "doc_rows",
+    "lookup",
+    "verdict_key",
+]
 
 SIM, REJ = Verdict.SIMULATE, Verdict.REJECT
 
@@ -264,6 +275,12 @@ PREFIX_RULES: tuple[str, ...] = (
     "unicorn at two addresses (`tests/vectors/x86_disagreements.json`).",
 )
 """How prefixes are classified, for ``docs/x86_64.md``."""
+def classify(code: bytes) -> tuple[Verdict, str, str]:
+    """``(verdict, class, reason)`` of the instruction at the start of ``code``, as
+    :func:`decode` gives them, without the text and fields (the whole-image audit's cache
+    fills from this)."""
+    d = decode(code, 0)
+    return d.verdict, d.klass, d.reason
 
 
 LINUX_DIFFERENCES: tuple[str, ...] = (
@@ -310,3 +327,39 @@ def doc_rows() -> list[tuple[str, str, str, str, str]]:
     rows.append(("plain", "any other instruction", "step", "no-pc-use", "copied unchanged"))
     rows.append(("undecodable", "bytes capstone cannot decode", "reject", "undecodable", ""))
     return rows
+
+EXCLUSIVE_OPENERS: frozenset[str] = frozenset()
+"""x86_64 has no load-exclusive/store-conditional sequences."""
+
+
+_NO_MODRM_1BYTE = frozenset(
+    [*range(0x04, 0x40, 8), *range(0x05, 0x40, 8), *range(0x50, 0x60), 0x68, 0x6A,
+     *range(0x6C, 0x80), *range(0x90, 0xA0), *range(0xA0, 0xC0), 0xC2, 0xC3, 0xC8, 0xC9,
+     *range(0xCA, 0xD0), *range(0xE0, 0xF0), 0xF1, 0xF4, 0xF5, *range(0xF8, 0xFE)]
+)
+"""One-byte-map opcodes without a ModRM byte in 64-bit mode (SDM Vol. 2, appendix A.3:
+ALU with AL/eAX and an immediate, push/pop r, push imm, string, port and flag operations,
+jcc rel8, xchg with eAX, moffs moves, mov r, imm, ret, enter/leave, int, loop/jrcxz, call and
+jmp rel)."""
+_NO_MODRM_0F = frozenset(
+    [0x05, 0x06, 0x07, 0x08, 0x09, 0x0B, *range(0x30, 0x38), *range(0x80, 0x90), 0xA0, 0xA1,
+     0xA2, 0xA8, 0xA9, 0xAA, *range(0xC8, 0xD0)]
+)
+"""Two-byte-map (0F) opcodes without a ModRM byte: syscall, clts, sysret, invd, wbinvd, ud2,
+wrmsr/rdtsc/rdmsr/rdpmc/sysenter/sysexit/getsec, jcc rel32, push/pop fs/gs, cpuid, rsm,
+bswap."""
+
+
+def verdict_key(raw: bytes) -> bytes:
+    """The part of an instruction's encoding its verdict, class and reason depend on: the
+    legacy prefixes, REX, the opcode map and opcode, the ModRM byte where the opcode has one
+    (its mod and rm decide a RIP-relative operand, its reg an opcode extension or the
+    register of ``call``/``jmp`` through a register), and the length.  Displacements and
+    immediates never change a verdict, so instructions that differ only there share a cached
+    verdict.  Where the opcode is not known to lack a ModRM byte, the byte after it is kept
+    whatever it is."""
+    _prefixes, _rex, opmap, at = encoding.opcode_position(raw)
+    op = raw[at] if at < len(raw) else -1
+    no_modrm = (opmap == MAP_1BYTE and op in _NO_MODRM_1BYTE) or (
+        opmap == MAP_0F and op in _NO_MODRM_0F)
+    return raw[: at + (1 if no_modrm else 2)] + bytes((len(raw),))

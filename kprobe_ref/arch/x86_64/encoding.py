@@ -33,7 +33,9 @@ __all__ = [
     "encode_call_rel32",
     "encode_jcc_rel32",
     "encode_jmp_rel32",
+    "opcode_position",
     "parse",
+    "sdm_length",
 ]
 
 LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
@@ -199,6 +201,44 @@ def _transfers_control(ins: capstone.CsInsn) -> bool:
     if _CONTROL_GROUPS.intersection(ins.groups):
         return True
     return csx86.X86_REG_RIP in ins.regs_read or csx86.X86_REG_RIP in ins.regs_write
+def opcode_position(raw: bytes) -> tuple[frozenset[int], int, str, int]:
+    """The legacy prefixes, REX byte, opcode map and offset of the opcode byte of an
+    instruction."""
+    return _opcode_position(raw)
+
+
+def _modrm_length(code: bytes, at: int) -> int:
+    """Bytes taken by the ModRM byte at ``code[at]`` with its SIB and displacement (64-bit
+    addressing); 0 when ``code`` ends first."""
+    if at >= len(code):
+        return 0
+    modrm = code[at]
+    mod, rm = modrm >> 6, modrm & 7
+    n = 1
+    if mod != 3 and rm == 4:
+        if at + 1 >= len(code):
+            return 0
+        n += 1
+        if mod == 0 and code[at + 1] & 7 == 5:
+            n += 4
+    if mod == 0 and rm == 5:
+        n += 4
+    n += {1: 1, 2: 4}.get(mod, 0)
+    return n if at + n <= len(code) else 0
+
+
+def sdm_length(code: bytes, cs_length: int) -> int:
+    """The length of the instruction at the start of ``code`` given capstone's length:
+    capstone decodes UD1 (``0F B9``) and UD0 (``0F FF``) without operands, but the SDM
+    (Vol. 2B, "UD") gives both a ModRM operand, as binutils and Linux's own decoder do (Linux
+    uses ``ud1 %esp, %ecx``, ``0F B9 CC``, in static-call trampolines).  0 when ``code``
+    ends inside the ModRM operand."""
+    _prefixes, _rex, opmap, at = _opcode_position(code[:cs_length])
+    if opmap != MAP_0F or at >= cs_length or code[at] not in (0xB9, 0xFF) or \
+            cs_length != at + 1:
+        return cs_length
+    tail = _modrm_length(code, at + 1)
+    return at + 1 + tail if tail else 0
 
 
 def parse(code: bytes, addr: int) -> Insn | None:
@@ -207,6 +247,12 @@ def parse(code: bytes, addr: int) -> Insn | None:
     if ins is None:
         return None
     raw = bytes(ins.bytes)
+    n = sdm_length(code[:15], len(raw))
+    if n == 0:
+        return None
+    if n != len(raw):
+        raw = bytes(code[:n])
+        return _ud_insn(raw, ins)
     prefixes, rex, opmap, at = _opcode_position(raw)
     area = _prefix_area(raw)
     opcode = raw[at] if at < len(raw) else 0
@@ -229,10 +275,18 @@ def parse(code: bytes, addr: int) -> Insn | None:
     )
 
 
+def _ud_insn(raw: bytes, ins: capstone.CsInsn) -> Insn:
+    """UD0/UD1 with their ModRM operand (see :func:`sdm_length`)."""
+    prefixes, rex, opmap, at = _opcode_position(raw)
+    return Insn(raw=raw, text=f"{ins.mnemonic} (modrm {raw[at + 1]:#04x})",
+                prefixes=prefixes, rex=rex, opmap=opmap, opcode=raw[at], modrm=raw[at + 1],
+                mem=None, disp_offset=None, imm_offset=0, reg_operand=None)
+
+
 def length(code: bytes, addr: int) -> int:
     """Length of the instruction at the start of ``code``; 0 if undecodable."""
     ins = next(_capstone().disasm_lite(code[:15], addr, count=1), None)
-    return 0 if ins is None else int(ins[1])
+    return 0 if ins is None else sdm_length(code[:15], int(ins[1]))
 
 
 def _rel32(target: int, next_ip: int) -> bytes:
