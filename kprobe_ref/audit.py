@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +28,7 @@ from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
 from kprobe_ref.manager import check_probe
 from kprobe_ref.sim.elf import read_image
 from kprobe_ref.verify import Case, FunctionSpec, Runner, SiteResult
+from kprobe_ref.workers import worker_pool
 
 __all__ = [
     "FunctionReport",
@@ -242,7 +242,7 @@ def audit_image(
         for name, cases, src in plan:
             record(audit_function(image.isa, str(path), name, cases, src))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with worker_pool(jobs) as pool:
             futures = [pool.submit(audit_function, image.isa, str(path), n, c, s)
                        for n, c, s in plan]
             for fut in futures:

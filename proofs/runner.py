@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import TextIO
 
 from kprobe_ref.arch import ARCHES
@@ -29,6 +27,7 @@ from kprobe_ref.proofs.relocate import relocate_obligations
 from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
 from kprobe_ref.proofs.slots import slot_obligations
+from kprobe_ref.workers import available_cpus, worker_pool
 
 __all__ = ["all_obligations", "isas", "report", "run"]
 
@@ -62,7 +61,7 @@ def _run_one(i: int) -> Result:
 def run(obligations: Sequence[Obligation], jobs: int | None = None) -> list[Result]:
     """Run every obligation; results in the same order.  ``jobs`` defaults to the number
     of cores; 1 runs in this process."""
-    n = jobs or os.cpu_count() or 1
+    n = jobs or available_cpus()
     if n == 1 or len(obligations) < 2:
         return [o.check() for o in obligations]
     _WORK[:] = obligations
@@ -70,7 +69,7 @@ def run(obligations: Sequence[Obligation], jobs: int | None = None) -> list[Resu
     slow = ("simulate", "instance-stack")
     order = sorted(range(len(obligations)), key=lambda i: obligations[i].kind not in slow)
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+    with worker_pool(n, ctx) as pool:
         results = dict(zip(order, pool.map(_run_one, order, chunksize=1), strict=True))
     return [results[i] for i in range(len(obligations))]
 
