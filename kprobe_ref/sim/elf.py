@@ -212,14 +212,27 @@ def read_image(path: str | Path, isa: str | None = None) -> Image:
     return image
 
 
+def _page_runs(pages: dict[int, str]) -> list[tuple[int, int, str]]:
+    """Runs of consecutive pages with equal permissions, as (start, size, perms): one
+    mapping per run, so a large zero-filled segment costs one call, not one per page."""
+    runs: list[tuple[int, int, str]] = []
+    for p, perms in sorted(pages.items()):
+        if runs and runs[-1][0] + runs[-1][1] == p and runs[-1][2] == perms:
+            start, size, _ = runs[-1]
+            runs[-1] = (start, size + PAGE, perms)
+        else:
+            runs.append((p, PAGE, perms))
+    return runs
+
+
 def load_image(space: AddressSpace, image: Image) -> None:
     """Map the image's segments and record its functions in ``space``."""
     pages: dict[int, str] = {}
     for seg in image.segments:
         for p in range(page_down(seg.vaddr), page_up(seg.vaddr + seg.memsz), PAGE):
             pages[p] = "".join(sorted(set(pages.get(p, "") + seg.perms), key="rwx".index))
-    for p, perms in sorted(pages.items()):
-        space.map(p, PAGE, perms)
+    for start, size, perms in _page_runs(pages):
+        space.map(start, size, perms)
     for seg in image.segments:
         space.cpu.mem_write(seg.vaddr, seg.data)
     for name, addr in image.functions.items():
