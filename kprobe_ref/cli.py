@@ -186,8 +186,8 @@ def _drop_stdout() -> None:
 def _terminate_as_exit() -> Iterator[None]:
     """While the command runs, ``SIGTERM`` raises ``SystemExit(143)``, so pools are shut
     down and workers killed on the way out (the previous handler comes back after)."""
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)  # 128 + SIGTERM, as a shell reports it
 
     try:
         previous = signal.signal(signal.SIGTERM, on_term)

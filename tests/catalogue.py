@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "docs" / "errors.md"
 SOURCES = (ROOT / "kprobe_ref", ROOT / "models", ROOT / "proofs")
-CLI_MODULES = ("cli", "proofs.commands", "audit", "demo", "workers")
+CLI_MODULES = ("cli", "proofs.commands", "proofs.explain", "audit", "demo", "workers")
 CLI_ERRORS = frozenset({"BadInput", "UsageError"})
 FIELD = re.compile(r"\{[^{}]*\}")
 
@@ -143,7 +143,8 @@ class _Scanner(ast.NodeVisitor):
         return self.module in CLI_MODULES
 
     def _exit(self, line: int, value: ast.expr | None) -> None:
-        if isinstance(value, ast.Constant) and isinstance(value.value, int) and value.value:
+        if (isinstance(value, ast.Constant) and type(value.value) is int  # not a bool
+                and value.value):
             self._add(line, f"exit {value.value}", None)
 
     def visit_Return(self, node: ast.Return) -> None:
@@ -212,7 +213,8 @@ def read_rows(text: str | None = None) -> list[Row]:
             continue
         if not line.startswith("|") or set(line) <= set("|-: "):
             continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip().replace("\\|", "|")
+                 for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if len(cells) != 5 or cells[0] == "input":
             continue
         errors = tuple(_cell(e) for e in cells[2].split(","))
@@ -221,7 +223,7 @@ def read_rows(text: str | None = None) -> list[Row]:
     return rows
 
 
-def test_exists(reference: str) -> str | None:
+def missing_test(reference: str) -> str | None:
     """Why ``tests/x.py::name[param]`` names no test, or ``None`` when it does."""
     m = re.fullmatch(r"(tests/[\w/]+\.py)::(\w+)(?:\[(.+)\])?", reference)
     if m is None:
