@@ -70,6 +70,8 @@ def measure(isa: str, calls: int) -> dict[str, float]:
     probed.map(CODE, 0x1000, "rx")
     probed.write(plain, s["nop"] + s["ret"])
     probed.write(branch, s["branch"] + s["ret"])
+    probed.add_symbol("plain", plain, len(s["nop"] + s["ret"]))
+    probed.add_symbol("branch", branch, len(s["branch"] + s["ret"]))
     for name, addr in (("stepped", plain), ("simulated", branch)):
         h = register_kprobe(probed.manager, probed.points, ProbeBuilder().with_symbol_addr(addr))
         t0 = probed.trap_count

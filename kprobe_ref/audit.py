@@ -20,15 +20,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
+from kprobe_ref.errors import InvalidImage, InvalidProbeDefinition, KprobeError
 from kprobe_ref.manager import check_probe
 from kprobe_ref.sim.elf import read_image
 from kprobe_ref.verify import Case, FunctionSpec, Runner, SiteResult
+from kprobe_ref.workers import worker_pool
 
 __all__ = [
     "FunctionReport",
@@ -123,6 +123,18 @@ def integer_only_functions(path: Path | str) -> dict[str, int]:
     return out
 
 
+def _integer_only_or_refuse(path: str) -> dict[str, int]:
+    """:func:`integer_only_functions`, with malformed DWARF information refused as an
+    ``InvalidImage`` instead of failing somewhere inside the DWARF reader."""
+    try:
+        return integer_only_functions(path)
+    except (OSError, RecursionError, MemoryError) as exc:
+        raise InvalidImage(f"{path}: cannot read its DWARF information ({exc})") from None
+    except Exception as exc:  # the DWARF reader raises many types on corrupt input
+        raise InvalidImage(f"{path}: malformed DWARF information "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
 def draw_cases(name: str, arity: int, count: int = DRAWN_CASES) -> tuple[Case, ...]:
     """Reproducible integer argument lists for ``name``: edge values, then random ones."""
     rng = random.Random(f"kprobe-ref audit {name}")
@@ -195,7 +207,7 @@ def audit_function(isa: str, image: str, name: str, cases: tuple[Case, ...] | No
 
 def _plan(path: str, isa: str, names: Iterable[str], specs: dict[str, FunctionSpec]
           ) -> list[tuple[str, tuple[Case, ...] | None, str]]:
-    ints = integer_only_functions(path)
+    ints = _integer_only_or_refuse(path)
     plan: list[tuple[str, tuple[Case, ...] | None, str]] = []
     for name in names:
         spec = specs.get(name)
@@ -242,7 +254,7 @@ def audit_image(
         for name, cases, src in plan:
             record(audit_function(image.isa, str(path), name, cases, src))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with worker_pool(jobs) as pool:
             futures = [pool.submit(audit_function, image.isa, str(path), n, c, s)
                        for n, c, s in plan]
             for fut in futures:

@@ -20,20 +20,45 @@ Subcommands:
 - ``trace [--arch A] [--image IMAGE] -e DEFINITION... --call 'FUNC(ARG, ...)'... [--json]``:
   probe events in the kernel's ``kprobe_events`` syntax, printed in ftrace format.
 
-Bad input (an unknown ISA, a missing file) prints one line to standard error and exits with
-status 2.
+Exit status: 0 success; 1 a divergence, a failed proof or a failed ``--fail-on-reject``
+gate; 2 bad input (an unknown ISA, a missing or malformed file, a bad option), reported in
+one line on standard error and never as a traceback.  The same one line and status 2 report
+an output that cannot be written (a closed pipe, a full disk) and, prefixed "internal
+error", an unexpected failure; an interrupt exits with 130, ``SIGTERM`` with 143, and
+worker processes never outlive the command.  ``docs/errors.md`` lists every case.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from kprobe_ref.arch import ARCHES
 from kprobe_ref.errors import InvalidProbeDefinition, KprobeError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from kprobe_ref.verify import FunctionSpec
+
+__all__ = ["UsageError", "main"]
+
+
+class UsageError(Exception):
+    """A command line argparse cannot use (unknown option, missing or bad value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), reported by
+    :func:`main` with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("kprobe-ref").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 DEMO_EPILOG = """\
@@ -65,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     from kprobe_ref import __version__
 
     raw = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="kprobe-ref", epilog=MAIN_EPILOG, formatter_class=raw,
         description="kprobes, kretprobes, uprobes and uretprobes on x86_64, aarch64, "
                     "riscv64 and loongarch64: a reference implementation with proofs.",
@@ -108,26 +133,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from kprobe_ref.audit import run
-    from kprobe_ref.verify import bundled_image, bundled_specs, load_specs
+    from kprobe_ref.verify import bundled_image, bundled_specs
+    from kprobe_ref.workers import cap_jobs
 
     if args.jobs < 1:
         raise InvalidProbeDefinition("--jobs must be at least 1")
+    jobs = cap_jobs(args.jobs, sys.stderr)
     if args.arch is not None and args.arch not in ARCHES:
         raise InvalidProbeDefinition(f"unknown ISA {args.arch!r} (known: {', '.join(ARCHES)})")
-    specs = {}
+    specs: dict[str, FunctionSpec] = {}
     if args.inputs is not None:
-        try:
-            specs = load_specs(Path(args.inputs).read_text())
-        except OSError as exc:
-            raise InvalidProbeDefinition(f"cannot read {args.inputs}: {exc.strerror}") from None
+        specs = _read_inputs(args.inputs)
     if args.image is not None and not args.function:
         from kprobe_ref.kernel.whole import is_kernel_image, run_kernel_audit
 
         if is_kernel_image(args.image):
-            return run_kernel_audit(args.image, args.jobs, args.json, args.fail_on_reject,
+            return run_kernel_audit(args.image, jobs, args.json, args.fail_on_reject,
                                     sys.stdout, sys.stderr, proofs=not args.no_proofs,
                                     specs=specs, isa=args.arch,
                                     show_progress=args.progress or sys.stderr.isatty())
@@ -136,42 +158,146 @@ def _audit(args: argparse.Namespace) -> int:
         images = [(str(bundled_image(i)), i, specs or bundled_specs(i)) for i in isas]
     else:
         images = [(args.image, args.arch, specs)]
-    return run(images, args.function, args.jobs, args.json, args.fail_on_reject, sys.stdout,
+    _check_gate_names(images, args.function, args.fail_on_reject)
+    return run(images, args.function, jobs, args.json, args.fail_on_reject, sys.stdout,
                sys.stderr, proofs=not args.no_proofs)
 
 
+def _read_inputs(path: str) -> dict[str, FunctionSpec]:
+    """Read and parse an ``--inputs`` file; every failure is an ``InvalidProbeDefinition``."""
+    from kprobe_ref.verify import load_specs
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_INPUTS_LIMIT + 1)
+    except OSError as exc:
+        raise InvalidProbeDefinition(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > _INPUTS_LIMIT:
+        raise InvalidProbeDefinition(f"{path}: inputs file larger than {_INPUTS_LIMIT} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidProbeDefinition(f"{path}: not UTF-8 text ({exc.reason} at byte "
+                                     f"{exc.start})") from None
+    return load_specs(text)
+
+
+_INPUTS_LIMIT = 64 << 20
+
+
+def _check_gate_names(images: list[tuple[str, str | None, dict[str, FunctionSpec]]],
+                      functions: list[str], gate: list[str]) -> None:
+    """Every ``--fail-on-reject`` name must be a function the audit will look at: a gate on
+    no function would pass silently."""
+    if not gate:
+        return
+    from kprobe_ref.sim.elf import read_image
+
+    audited: set[str] = set()
+    for path, isa, _specs in images:
+        names = set(read_image(path, isa).functions)
+        audited |= names & set(functions) if functions else names
+    unknown = [n for n in gate if n not in audited]
+    if unknown:
+        raise InvalidProbeDefinition(
+            f"--fail-on-reject {unknown[0]!r} names no audited function of "
+            f"{', '.join(p for p, _, _ in images)}"
+        )
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from kprobe_ref.demo import run_demo
+
+        return run_demo(sys.stdout, args.arch)
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "vectors":
+        from kprobe_ref.conformance.commands import run as run_vectors
+
+        return run_vectors(args)
+    if args.command == "trace":
+        from kprobe_ref.trace.command import run as run_trace
+
+        return run_trace(args)
+    if args.command == "sweep":
+        from kprobe_ref.sweep.commands import run as run_sweep
+
+        return run_sweep(args)
+    from kprobe_ref.proofs.commands import run
+
+    return run(args)
+
+
+def _say(message: str) -> None:
+    """One line on standard error (newlines in ``message`` folded)."""
+    line = " ".join(str(message).split())
+    try:
+        sys.stderr.write(f"kprobe-ref: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's final flush of
+    what is still buffered cannot fail again after a closed pipe or a full disk."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        return
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """While the command runs, ``SIGTERM`` raises ``SystemExit(143)``, so pools are shut
+    down and workers killed on the way out (the previous handler comes back after)."""
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)  # 128 + SIGTERM, as a shell reports it
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (see the module text)."""
+    from kprobe_ref.proofs.commands import BadInput
+    from kprobe_ref.sim.errors import MachineError
     from kprobe_ref.trace.command import join_dash_values
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["trace"]:
-        argv = join_dash_values(argv)
-    args = _parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["trace"]:
+        args = join_dash_values(args)
     try:
-        if args.command == "demo":
-            from kprobe_ref.demo import run_demo
-
-            return run_demo(sys.stdout, args.arch)
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "trace":
-            from kprobe_ref.trace.command import run as run_trace
-
-            return run_trace(args)
-        if args.command in ("prove", "reloc"):
-            from kprobe_ref.proofs.commands import run
-
-            return run(args)
-        if args.command == "vectors":
-            from kprobe_ref.conformance.commands import run as run_vectors
-
-            return run_vectors(args)
-        if args.command == "sweep":
-            from kprobe_ref.sweep.commands import run as run_sweep
-
-            return run_sweep(args)
-    except KprobeError as exc:
-        print(f"kprobe-ref: {exc}", file=sys.stderr)
-        return 2
+        with _terminate_as_exit():
+            status = _dispatch(_parser().parse_args(args))
+            sys.stdout.flush()
+            return status
+    except (UsageError, KprobeError, BadInput) as exc:
+        _say(str(exc))
+    except MachineError as exc:
+        _say(f"the emulated code failed: {exc}")
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        _say("standard output was closed")
+    except OSError as exc:
+        _drop_stdout()
+        where = f"{exc.filename}" if exc.filename else "cannot write output"
+        _say(f"{where}: {exc.strerror or exc}")
+    except RecursionError:
+        _say("input nested too deeply")
+    except Exception as exc:  # the command line never shows a traceback
+        _say(f"internal error: {type(exc).__name__}: {exc}")
     return 2

@@ -53,6 +53,7 @@ __all__ = [
     "Kretprobe",
     "RethookTable",
     "RetprobeInstance",
+    "reclaim_instances",
     "register_kretprobe",
     "unregister_kretprobe",
 ]
@@ -123,6 +124,11 @@ class Kretprobe:
         """Tell whether the entry probe is enabled."""
         return self.kprobe is not None and self.kprobe.is_enabled()
 
+    @property
+    def handler_errors(self) -> int:
+        """Entry and return handler calls that raised (each also logged as a warning)."""
+        return 0 if self.kprobe is None else self.kprobe.handler_errors
+
 
 class RethookTable:
     """The return trampoline of one address space and its trap handler."""
@@ -134,7 +140,11 @@ class RethookTable:
             self.trampoline = m.aux.alloc_kernel_exec_memory(0, size)
         else:
             self.trampoline = m.aux.alloc_user_exec_memory(m.pid, 0, size)
-        m.patch(self.trampoline, m.arch.trampoline(m.user))
+        try:
+            m.patch(self.trampoline, m.arch.trampoline(m.user))
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         """Free the trampoline (only when no return probe ever used it)."""
@@ -171,12 +181,15 @@ class RethookTable:
                 break
             chain.append(inst)
         real = chain[-1].ret_addr
-        for inst in chain:
-            # Every handler sees the real return address, as rethook_trampoline_handler
-            # sets it before running them.
-            regs.pc = real
-            self._run_return_handler(inst, regs)
-            _recycle(inst)
+        try:
+            for inst in chain:
+                # Every handler sees the real return address, as rethook_trampoline_handler
+                # sets it before running them.
+                regs.pc = real
+                self._run_return_handler(inst, regs)
+        finally:
+            for inst in chain:
+                _recycle(inst)
         self.m.arch.rethook_return(regs, real)
         return True
 
@@ -191,7 +204,8 @@ class RethookTable:
         stack.append(CtlBlock(None, Status.HIT_ACTIVE))
         try:
             if rp.ret_handler is not None:
-                call_handler(self.m, rp.kprobe, rp.ret_handler, inst.data, regs)
+                call_handler(self.m, rp.kprobe, rp.ret_handler, inst.data, regs,
+                             "return handler")
             if rp.callbacks:
                 run_event_callbacks(self.m, rp.kprobe, rp.callbacks.ordered(), regs)
         finally:
@@ -214,20 +228,40 @@ def _entry_handler(m: ProbeManager, rp: Kretprobe) -> Handler:
             m.emit("return-missed", rp.address)
             return False
         inst = rp.free.pop()
-        inst.data = copy.deepcopy(rp.data)
-        if rp.entry_handler is not None and call_handler(
-            m, rp.kprobe, rp.entry_handler, inst.data, regs
-        ):
+        try:
+            _hook_return(m, rp, inst, regs)
+        except BaseException:
             _recycle(inst)
-            return False
-        state = ConcreteState(regs, m.aux, m.pid, rp.address)
-        real, frame = m.arch.rethook_prepare(regs, state, m.rethooks.trampoline)
-        assert isinstance(real, int) and isinstance(frame, int)
-        inst.ret_addr, inst.frame, inst.task = real, frame, m.aux.current_task()
-        m.aux.insert_kretprobe_instance_to_task(inst)
+            raise
         return False
 
     return pre
+
+
+def _hook_return(m: ProbeManager, rp: Kretprobe, inst: RetprobeInstance, regs: PtRegs) -> None:
+    """Run the entry handler with the instance's data and, unless it declines, hijack the
+    return address and push the instance on the task's stack."""
+    assert m.rethooks is not None and rp.kprobe is not None
+    inst.data = copy.deepcopy(rp.data)
+    if rp.entry_handler is not None and call_handler(
+        m, rp.kprobe, rp.entry_handler, inst.data, regs, "entry handler"
+    ):
+        _recycle(inst)
+        return
+    state = ConcreteState(regs, m.aux, m.pid, rp.address)
+    real, frame = m.arch.rethook_prepare(regs, state, m.rethooks.trampoline)
+    assert isinstance(real, int) and isinstance(frame, int)
+    inst.ret_addr, inst.frame, inst.task = real, frame, m.aux.current_task()
+    m.aux.insert_kretprobe_instance_to_task(inst)
+
+
+def reclaim_instances(m: ProbeManager, instances: list[RetprobeInstance]) -> None:
+    """Return the instances of frames that will never return (their run aborted: a guest
+    fault, a step limit) to their probes' free lists, as Linux recycles a dead task's
+    instances, so later calls are hooked instead of counted missed."""
+    for inst in instances:
+        m.emit("return-dropped", inst.rp.address, f"frame {inst.frame:#x} unwound")
+        _recycle(inst)
 
 
 def _validate(m: ProbeManager, builder: KretprobeBuilder) -> tuple[int, int]:

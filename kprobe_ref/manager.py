@@ -11,15 +11,21 @@ The probe in progress on a CPU (which point, which stage) lives in that CPU's co
 stack (:class:`CtlBlock`), never in a global, so several CPUs can be inside probes at once.
 A hit while the same CPU is already inside a handler is *reentrant*: it is counted in
 ``nmissed`` and the instruction still executes, without handlers (Linux's
-``kprobe_reenter``).  A handler that raises is reported to the probe's fault handler and
-the frame is restored to what it was before that handler, so execution continues as if it
-had not run.
+``kprobe_reenter``).  A handler that raises is logged, counted, reported to the probe's
+fault handler and the frame is restored to what it was before that handler, so execution
+continues as if it had not run (strict mode re-raises instead).  A run that stops for good
+in the middle of a probe (:func:`kprobe_abort`) leaves no control block behind.
+
+Lifecycle operations are all or nothing: when the host fails a write, registration,
+unregistration, enabling and disabling leave memory, slots and tables as they were and the
+error propagates.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,7 +61,9 @@ __all__ = [
     "call_handler",
     "check_probe",
     "check_registered",
+    "describe_probe",
     "instruction_starts",
+    "kprobe_abort",
     "kprobe_fault_handler",
     "kprobe_handler_from_break",
     "kprobe_handler_from_debug",
@@ -92,7 +100,7 @@ class CtlBlock:
 @dataclass(frozen=True)
 class ProbeEvent:
     """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot, step-done,
-    handler-fault, slot-fault, return-fired, return-missed, return-dropped."""
+    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped."""
 
     kind: str
     address: int
@@ -101,6 +109,9 @@ class ProbeEvent:
 
 
 Tracer = Callable[[ProbeEvent], None]
+
+LOG = logging.getLogger("kprobe_ref")
+"""Where handler failures are reported (a warning per failure)."""
 
 
 class ProbeManager:
@@ -117,6 +128,10 @@ class ProbeManager:
         self.tracers: list[Tracer] = []
         self._ctl: dict[int, list[CtlBlock]] = {}
         self.rethooks: RethookTable | None = None
+        self.strict = False
+        """Strict mode: a handler's exception is re-raised (after the frame is restored,
+        the fault handler told and the CPU's probe state cleaned up) instead of being
+        logged and absorbed.  Test harnesses use it so a broken handler fails the test."""
 
     @property
     def user(self) -> bool:
@@ -135,10 +150,17 @@ class ProbeManager:
 
     # -- memory -----------------------------------------------------------------------------
     def patch(self, addr: int, data: bytes) -> None:
-        """Write code bytes through the host's writable window."""
-        self.aux.set_writeable_for_address(
-            addr, len(data), self.pid, lambda: self.aux.write_memory(addr, data, self.pid)
-        )
+        """Write code bytes through the host's writable window, all or nothing: when the
+        host fails part-way (the write, or restoring the permissions after it), the bytes
+        that were there before are put back and the host's error propagates."""
+        before = self.aux.read_memory(addr, len(data), self.pid)
+        try:
+            self.aux.set_writeable_for_address(
+                addr, len(data), self.pid, lambda: self.aux.write_memory(addr, data, self.pid)
+            )
+        except BaseException:
+            _restore_bytes(self, addr, before)
+            raise
 
     def arm(self, point: ProbePoint) -> None:
         """Put the point's breakpoint in memory."""
@@ -151,6 +173,18 @@ class ProbeManager:
         if point.armed:
             self.patch(point.address, point.original[: len(point.breakpoint)])
             point.armed = False
+
+
+def _restore_bytes(m: ProbeManager, addr: int, before: bytes) -> None:
+    """Best-effort undo of a failed patch: rewrite ``before`` if memory no longer holds it.
+    A second failure here is dropped: the first error is the one the caller sees."""
+    try:
+        if m.aux.read_memory(addr, len(before), m.pid) != before:
+            m.aux.set_writeable_for_address(
+                addr, len(before), m.pid, lambda: m.aux.write_memory(addr, before, m.pid)
+            )
+    except Exception:  # the host is failing; the original error is reported instead
+        return
 
 
 # -- registration ---------------------------------------------------------------------------
@@ -185,10 +219,19 @@ def instruction_starts(isa: str, start: int, code: bytes) -> tuple[tuple[int, ..
 
 
 def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
-    """A probe inside a known function must start an instruction, found by decoding from
-    the function's start (variable-length ISAs only)."""
+    """On a variable-length ISA a kprobe must start an instruction, found by decoding from
+    the start of the known function containing it.  A kprobe in no known function is
+    refused, as Linux's ``can_probe`` refuses what kallsyms cannot place: its breakpoint
+    could land inside an instruction.  A uprobe address is taken as given."""
+    if not m.arch.variable_length:
+        return
     func = m.aux.function_containing(addr, m.pid)
-    if func is None or not m.arch.variable_length:
+    if func is None:
+        if m.pid is None:
+            raise InvalidAddress(
+                f"{addr:#x} lies in no known function, so its instruction boundaries are "
+                "unknown (describe hand-mapped code with Machine.add_symbol)"
+            )
         return
     start, size = func
     code = points.overlay_original(start, m.aux.read_memory(start, size, m.pid))
@@ -313,8 +356,13 @@ def _toggle(m: ProbeManager) -> Callable[[Kprobe], None]:
 def attach_probe(
     m: ProbeManager, points: ProbePointList, addr: int, probe: Kprobe
 ) -> Kprobe:
-    """Attach a handle at ``addr``, creating and arming the point as needed."""
+    """Attach a handle at ``addr``, creating and arming the point as needed.
+
+    All or nothing: if the host fails (allocating or filling the slot, writing the
+    breakpoint), the handle is detached again, a point created here is forgotten and its
+    slot freed, memory holds what it held before, and the host's error propagates."""
     point = points.get(addr)
+    created = point is None
     if point is None:
         point = _new_point(m, points, addr)
         if point.decoded.verdict is Verdict.STEP_OUT_OF_LINE:
@@ -323,9 +371,25 @@ def attach_probe(
         m.break_list[addr] = point
     point.probes.append(probe)
     probe.point, probe.registered, probe.on_toggle = point, True, _toggle(m)
-    if probe.enabled:
-        m.arm(point)
+    try:
+        if probe.enabled:
+            m.arm(point)
+    except BaseException:
+        _detach_failed(m, points, point, probe, created)
+        raise
     return probe
+
+
+def _detach_failed(
+    m: ProbeManager, points: ProbePointList, point: ProbePoint, probe: Kprobe, created: bool
+) -> None:
+    """Undo :func:`attach_probe` after the host failed to arm the point."""
+    point.probes.remove(probe)
+    probe.point, probe.registered, probe.on_toggle = None, False, None
+    if created:
+        del points[point.address]
+        m.break_list.pop(point.address, None)
+        _release_point(m, point)
 
 
 def _check_mode(m: ProbeManager, builder: ProbeBuilder) -> None:
@@ -388,17 +452,25 @@ def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuild
 def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) -> None:
     """Remove a probe.  The original bytes come back when it was the last probe at its
     address; a slot being stepped stays until its step ends.  A probe that is not
-    registered (a double unregister) is a ``NotRegistered`` error."""
+    registered (a double unregister) is a ``NotRegistered`` error.
+
+    All or nothing: if the host fails to restore the original bytes, the probe stays
+    registered exactly as it was (its breakpoint in memory, removable by a later
+    unregister) and the host's error propagates."""
     point = probe.point
     if not probe.registered or point is None or points.get(point.address) is not point:
         raise NotRegistered(f"probe at {probe.address:#x} is not registered")
+    index = point.probes.index(probe)
     point.probes.remove(probe)
-    probe.registered = False
-    if point.probes:
+    try:
         if not point.wants_breakpoint():
             m.disarm(point)
+    except BaseException:
+        point.probes.insert(index, probe)
+        raise
+    probe.registered = False
+    if point.probes:
         return
-    m.disarm(point)
     del points[point.address]
     m.break_list.pop(point.address, None)
     if point.busy:
@@ -411,23 +483,46 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
 
 
 def call_handler(
-    m: ProbeManager, probe: Kprobe, f: Handler, data: object, regs: PtRegs
+    m: ProbeManager, probe: Kprobe, f: Handler, data: object, regs: PtRegs,
+    kind: str = "handler",
 ) -> bool:
-    """Run one handler; if it raises, restore ``regs``, report to the fault handler and
-    carry on as if it had not run.  Returns the handler's ``True`` (PC set) or ``False``."""
+    """Run one handler; if it raises, restore ``regs``, make the failure visible (a
+    warning on the ``kprobe_ref`` logger naming the probe and the exception, the probe's
+    ``handler_errors`` count, a ``handler-fault`` event), report it to the probe's fault
+    handler and carry on as if the handler had not run.  In strict mode
+    (``m.strict``) the exception is re-raised after that cleanup.  Returns the handler's
+    ``True`` (PC set) or ``False``."""
     snapshot = regs.copy()
     try:
         return f(data, regs) is True
     except Exception as err:  # a handler's failure must not take the trap path down
         regs.restore_from(snapshot)
-        m.emit("handler-fault", probe.address, repr(err))
+        _report_handler_failure(m, probe, kind, err)
         if probe.fault_handler is not None:
             try:
                 probe.fault_handler(data, regs, err)
             except Exception as err2:
-                m.emit("handler-fault", probe.address, f"fault handler: {err2!r}")
+                _report_handler_failure(m, probe, "fault handler", err2)
             regs.restore_from(snapshot)
+        if m.strict:
+            raise
         return False
+
+
+def describe_probe(m: ProbeManager, address: int) -> str:
+    """Name a probe in messages: ``kprobe at 0x...`` or ``uprobe at 0x... in process N``."""
+    if m.pid is None:
+        return f"kprobe at {address:#x}"
+    return f"uprobe at {address:#x} in process {m.pid}"
+
+
+def _report_handler_failure(m: ProbeManager, probe: Kprobe, kind: str, err: Exception) -> None:
+    """Count, log and trace one handler failure."""
+    probe.handler_errors += 1
+    what = describe_probe(m, probe.address)
+    after = "re-raised (strict mode)" if m.strict else "execution continues as if it had not run"
+    LOG.warning("%s: %s raised %r; %s", what, kind, err, after)
+    m.emit("handler-fault", probe.address, f"{kind}: {err!r}")
 
 
 def _live(point: ProbePoint) -> list[Kprobe]:
@@ -487,7 +582,7 @@ def _run_post(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> None:
     """The step is complete: post handlers, each followed by its probe's event callbacks."""
     for probe in _live(point):
         if probe.post_handler is not None:
-            call_handler(m, probe, probe.post_handler, probe.data, regs)
+            call_handler(m, probe, probe.post_handler, probe.data, regs, "post-handler")
         if probe.callbacks:
             run_event_callbacks(m, probe, probe.callbacks.ordered(), regs)
 
@@ -506,7 +601,12 @@ def kprobe_handler_from_break(m: ProbeManager, regs: PtRegs) -> bool:
         return _reenter(m, point, regs)
     m.emit("hit", addr)
     point.busy += 1
-    if _run_pre(m, point, regs):
+    try:
+        skipped = _run_pre(m, point, regs)
+    except BaseException:
+        _done_with(m, point)
+        raise
+    if skipped:
         m.emit("skipped", addr)
         _done_with(m, point)
         return True
@@ -529,7 +629,7 @@ def _run_pre(m: ProbeManager, point: ProbePoint, regs: PtRegs) -> bool:
         for probe in _live(point):
             probe.nhit += 1
             if probe.pre_handler is not None and call_handler(
-                m, probe, probe.pre_handler, probe.data, regs
+                m, probe, probe.pre_handler, probe.data, regs, "pre-handler"
             ):
                 return True
         return False
@@ -591,7 +691,7 @@ def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) ->
                 try:
                     probe.fault_handler(probe.data, regs, error)
                 except Exception as err2:
-                    m.emit("handler-fault", probe.address, f"fault handler: {err2!r}")
+                    _report_handler_failure(m, probe, "fault handler", err2)
     return point.address
 
 
@@ -600,3 +700,21 @@ def check_registered(probe: Kprobe) -> None:
     if not probe.registered:
         raise NotRegistered(f"probe at {probe.address:#x} is not registered")
 
+
+
+def kprobe_abort(m: ProbeManager, depth: int = 0) -> int:
+    """Reset the current CPU's probe state after a run that will not continue (a step
+    limit, a guest fault, a handler's nested call that failed): drop the probes in
+    progress above ``depth`` on the control block stack, as Linux's fault path resets the
+    current kprobe, and release what they held (a retired point's slot is freed once no
+    CPU uses it).  Without this a stale control block would make every later hit on this
+    CPU look reentrant and be counted missed.  Returns how many probes were dropped."""
+    stack = m.ctl_stack()
+    dropped = 0
+    while len(stack) > depth:
+        ctl = stack.pop()
+        dropped += 1
+        if ctl.point is not None:
+            m.emit("aborted", ctl.point.address, ctl.status.value)
+            _done_with(m, ctl.point)
+    return dropped

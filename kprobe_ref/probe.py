@@ -250,6 +250,8 @@ class Kprobe:
     nmissed: int = 0
     """Hits whose handlers did not run because the CPU was already inside a handler."""
     nhit: int = 0
+    handler_errors: int = 0
+    """Handler calls of this probe that raised (each also logged as a warning)."""
     registered: bool = False
     point: ProbePoint | None = field(default=None, repr=False)
     on_toggle: Callable[[Kprobe], None] | None = field(default=None, repr=False)
@@ -274,16 +276,27 @@ class Kprobe:
         return bool(self.callbacks)
 
     def enable(self) -> None:
-        """Enable the probe (its breakpoint returns to memory if it had left)."""
-        self.enabled = True
-        if self.on_toggle is not None:
-            self.on_toggle(self)
+        """Enable the probe (its breakpoint returns to memory if it had left).  If the
+        host fails to write the breakpoint, the probe stays disabled and the error
+        propagates."""
+        self._set_enabled(True)
 
     def disable(self) -> None:
-        """Disable the probe; the breakpoint leaves memory when every probe there is off."""
-        self.enabled = False
-        if self.on_toggle is not None:
+        """Disable the probe; the breakpoint leaves memory when every probe there is off.
+        If the host fails to restore the bytes, the probe stays enabled (its breakpoint in
+        memory) and the error propagates."""
+        self._set_enabled(False)
+
+    def _set_enabled(self, on: bool) -> None:
+        before = self.enabled
+        self.enabled = on
+        if self.on_toggle is None:
+            return
+        try:
             self.on_toggle(self)
+        except BaseException:
+            self.enabled = before
+            raise
 
     def is_enabled(self) -> bool:
         """Tell whether the probe is enabled."""

@@ -96,9 +96,28 @@ def _parse_arg(kind: str, value: Any, where: str) -> Arg:
     raise InvalidProbeDefinition(f"{where}: unknown argument kind {kind!r} (int or buf)")
 
 
-def _parse_spec(name: str, raw: Any) -> FunctionSpec:
+def _check_spec_shape(name: str, raw: Any) -> None:
+    """The JSON types of one spec's fields: ``args`` a list of strings, ``cases`` a list,
+    ``isas`` a list of ISA names, ``callable`` a boolean, ``note`` a string."""
     if not isinstance(raw, dict) or not isinstance(raw.get("args"), list):
         raise InvalidProbeDefinition(f"{name}: expected an object with an 'args' list")
+    if not all(isinstance(k, str) for k in raw["args"]):
+        raise InvalidProbeDefinition(f"{name}: 'args' must list \"int\" or \"buf\"")
+    if not isinstance(raw.get("cases", []), list):
+        raise InvalidProbeDefinition(f"{name}: 'cases' must be a list of argument lists")
+    isas = raw.get("isas")
+    if isas is not None and (
+        not isinstance(isas, list) or not all(isinstance(i, str) for i in isas)
+    ):
+        raise InvalidProbeDefinition(f"{name}: 'isas' must be a list of ISA names")
+    if not isinstance(raw.get("callable", True), bool):
+        raise InvalidProbeDefinition(f"{name}: 'callable' must be true or false")
+    if not isinstance(raw.get("note", ""), str):
+        raise InvalidProbeDefinition(f"{name}: 'note' must be a string")
+
+
+def _parse_spec(name: str, raw: Any) -> FunctionSpec:
+    _check_spec_shape(name, raw)
     kinds = tuple(str(k) for k in raw["args"])
     if len(kinds) > BUFFER_SLOTS or kinds.count("buf") > BUFFER_SLOTS:
         raise InvalidProbeDefinition(f"{name}: too many arguments")
@@ -119,6 +138,8 @@ def load_specs(text: str) -> dict[str, FunctionSpec]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidProbeDefinition(f"inputs are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidProbeDefinition("inputs are nested too deeply") from None
     if not isinstance(raw, dict):
         raise InvalidProbeDefinition("inputs must be a JSON object of function specs")
     return {name: _parse_spec(name, spec) for name, spec in raw.items()}

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import TextIO
 
 from kprobe_ref.arch import ARCHES
@@ -29,6 +28,7 @@ from kprobe_ref.proofs.relocate import relocate_obligations
 from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
 from kprobe_ref.proofs.slots import slot_obligations
+from kprobe_ref.workers import available_cpus, worker_pool
 
 __all__ = ["all_obligations", "isas", "report", "run", "run_iter"]
 
@@ -63,7 +63,7 @@ def run_iter(obligations: Sequence[Obligation], jobs: int | None = None
              ) -> Iterator[tuple[int, Result]]:
     """Run every obligation, yielding ``(index, result)`` as each one finishes.  ``jobs``
     defaults to the number of cores; 1 runs in this process, in order."""
-    n = jobs or os.cpu_count() or 1
+    n = jobs or available_cpus()
     if n == 1 or len(obligations) < 2:
         for i, o in enumerate(obligations):
             yield i, o.check()
@@ -73,7 +73,7 @@ def run_iter(obligations: Sequence[Obligation], jobs: int | None = None
     slow = ("simulate", "instance-stack")
     order = sorted(range(len(obligations)), key=lambda i: obligations[i].kind not in slow)
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+    with worker_pool(n, ctx) as pool:
         futures = {pool.submit(_run_one, i): i for i in order}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -24,8 +24,9 @@ class SnippetRun:
 
 def snippet_machine(isa: str, code: bytes, code_at: int = CODE) -> Machine:
     """A machine with ``code`` mapped at ``code_at`` (rx), a data page (rw) at ``DATA`` and
-    an executable stack page (rwx) at ``SCRATCH_STACK``."""
-    m = Machine(isa)
+    an executable stack page (rwx) at ``SCRATCH_STACK``.  Strict: a failing probe handler
+    fails the test instead of being logged."""
+    m = Machine(isa, strict=True)
     m.map(code_at & ~0xFFF, ((code_at & 0xFFF) + len(code) + 0xFFF) & ~0xFFF, "rx")
     m.write(code_at, code)
     m.map(DATA, 0x2000, "rw")

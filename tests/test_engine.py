@@ -272,6 +272,7 @@ def test_simulated_access_fault_is_reported_at_the_probed_address() -> None:
     code = b"\xff\x24\x25\x00\x00\x00\x50"  # jmp [0x50000000] (unmapped)
     m.map(BASE, 0x1000, "rx")
     m.write(BASE, code)
+    m.add_symbol("jump", BASE, len(code))
     errs: list[BaseException] = []
     register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(BASE))
     for _ in range(2):

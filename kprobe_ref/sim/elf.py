@@ -9,6 +9,7 @@ ISA, a file that is not ELF, is refused with :class:`~kprobe_ref.errors.InvalidI
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from elftools.elf.sections import SymbolTableSection
 from kprobe_ref.errors import InvalidImage
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_down, page_up
 
-__all__ = ["ELF_MACHINES", "Image", "load_image", "read_image"]
+__all__ = ["ELF_MACHINES", "MAX_ZERO_FILL", "Image", "load_image", "read_image",
+           "validate_layout"]
 
 ELF_MACHINES: dict[str, str] = {
     "EM_X86_64": "x86_64",
@@ -78,12 +80,115 @@ def _symbols(elf: ELFFile, image: Image) -> None:
                 image.functions[sym.name] = sym["st_value"]
 
 
+MAX_ZERO_FILL = 1 << 28
+"""Most zero-filled memory (``p_memsz - p_filesz`` summed over the ``PT_LOAD`` segments)
+an image may ask for: 256 MiB, far above any kernel's ``.bss``.  With it, the memory a
+load maps is bounded by the file's size plus this constant."""
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_PHDR = struct.Struct("<IIQQQQQQ")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_PT_LOAD, _SHT_SYMTAB, _SHT_NOBITS, _SHT_DYNSYM = 1, 2, 8, 11
+_SYM_SIZE = 24
+
+
+def _table(raw: bytes, path: object, what: str, offset: int, count: int, entsize: int,
+           want: int) -> list[bytes]:
+    """The ``count`` entries of a header table, each ``want`` bytes, checked to lie in the
+    file."""
+    if count == 0:
+        return []
+    if entsize != want:
+        raise InvalidImage(f"{path}: {what} entries are {entsize} bytes, not {want}")
+    if offset + count * entsize > len(raw):
+        raise InvalidImage(
+            f"{path}: {what} table ({count} entries at {offset:#x}) runs past the end of the "
+            f"file ({len(raw)} bytes)"
+        )
+    return [raw[offset + i * entsize: offset + (i + 1) * entsize] for i in range(count)]
+
+
+def _check_segments(raw: bytes, path: object, phdrs: list[bytes]) -> None:
+    zero_fill = 0
+    for i, ph in enumerate(phdrs):
+        p_type, _flags, offset, vaddr, _paddr, filesz, memsz, _align = _PHDR.unpack(ph)
+        if offset + filesz > len(raw):
+            raise InvalidImage(
+                f"{path}: segment {i} has {filesz:#x} file bytes at offset {offset:#x}, past "
+                f"the end of the file ({len(raw)} bytes)"
+            )
+        if p_type != _PT_LOAD:
+            continue
+        if memsz < filesz:
+            raise InvalidImage(
+                f"{path}: segment {i} has a memory size {memsz:#x} below its file size "
+                f"{filesz:#x}"
+            )
+        if vaddr + memsz > 1 << 64:
+            raise InvalidImage(
+                f"{path}: segment {i} at {vaddr:#x} of size {memsz:#x} runs past the end of "
+                "the 64-bit address space"
+            )
+        zero_fill += memsz - filesz
+        if zero_fill > MAX_ZERO_FILL:
+            raise InvalidImage(
+                f"{path}: segments ask for {zero_fill:#x} bytes of zero-filled memory (at "
+                f"most {MAX_ZERO_FILL:#x})"
+            )
+
+
+def _check_sections(raw: bytes, path: object, shdrs: list[bytes], shstrndx: int) -> None:
+    if shdrs and shstrndx >= len(shdrs):
+        raise InvalidImage(f"{path}: section name table index {shstrndx} is out of range")
+    for i, sh in enumerate(shdrs):
+        _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize = (
+            _SHDR.unpack(sh))
+        if sh_type != _SHT_NOBITS and offset + size > len(raw):
+            raise InvalidImage(
+                f"{path}: section {i} has {size:#x} bytes at offset {offset:#x}, past the end "
+                f"of the file ({len(raw)} bytes)"
+            )
+        if sh_type in (_SHT_SYMTAB, _SHT_DYNSYM) and (
+            entsize != _SYM_SIZE or link >= len(shdrs)
+        ):
+            raise InvalidImage(
+                f"{path}: symbol table section {i} has entry size {entsize} (not {_SYM_SIZE}) "
+                f"or a string table index {link} out of range"
+            )
+
+
+def validate_layout(raw: bytes, path: object) -> None:
+    """Check that every table and segment of a 64-bit little-endian ELF file lies inside
+    the file and inside the address space, before anything is parsed or allocated.
+
+    Refused with :class:`~kprobe_ref.errors.InvalidImage`: a header table or a section or
+    segment whose bytes run past the end of the file, a loadable segment whose memory size
+    is below its file size or whose end passes ``2**64``, and zero-fill beyond
+    :data:`MAX_ZERO_FILL`.  Segments at address 0 and in the upper (kernel) half are legal.
+    The work is linear in the file's size.  Files of another class or byte order are left
+    to the parser, which names what they are."""
+    if len(raw) < _EHDR.size or raw[:4] != b"\x7fELF":
+        raise InvalidImage(f"{path}: not an ELF file")
+    if raw[4] != 2 or raw[5] != 1:
+        return
+    (_ident, _type, _machine, _version, _entry, phoff, shoff, _flags, _ehsize, phentsize,
+     phnum, shentsize, shnum, shstrndx) = _EHDR.unpack_from(raw)
+    phdrs = _table(raw, path, "program header", phoff, phnum, phentsize, _PHDR.size)
+    if shoff and shnum == 0 and shentsize == _SHDR.size and shoff + _SHDR.size <= len(raw):
+        shnum = _SHDR.unpack_from(raw, shoff)[5]  # extended numbering: count in sh_size
+    shdrs = _table(raw, path, "section header", shoff, shnum if shoff else 0, shentsize,
+                   _SHDR.size)
+    _check_segments(raw, path, phdrs)
+    _check_sections(raw, path, shdrs, shstrndx)
+
+
 def read_image(path: str | Path, isa: str | None = None) -> Image:
     """Parse a static ELF image; ``isa``, if given, must match its machine."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidImage(f"cannot read {path}: {exc.strerror}") from None
+    validate_layout(raw, path)
     try:
         elf = ELFFile(io.BytesIO(raw))
         machine = str(elf["e_machine"])
@@ -110,22 +215,27 @@ def read_image(path: str | Path, isa: str | None = None) -> Image:
     return image
 
 
+def _page_runs(pages: dict[int, str]) -> list[tuple[int, int, str]]:
+    """Runs of consecutive pages with equal permissions, as (start, size, perms): one
+    mapping per run, so a large zero-filled segment costs one call, not one per page."""
+    runs: list[tuple[int, int, str]] = []
+    for p, perms in sorted(pages.items()):
+        if runs and runs[-1][0] + runs[-1][1] == p and runs[-1][2] == perms:
+            start, size, _ = runs[-1]
+            runs[-1] = (start, size + PAGE, perms)
+        else:
+            runs.append((p, PAGE, perms))
+    return runs
+
+
 def load_image(space: AddressSpace, image: Image) -> None:
     """Map the image's segments and record its functions in ``space``."""
     pages: dict[int, str] = {}
     for seg in image.segments:
         for p in range(page_down(seg.vaddr), page_up(seg.vaddr + seg.memsz), PAGE):
             pages[p] = "".join(sorted(set(pages.get(p, "") + seg.perms), key="rwx".index))
-    run_start, run_end, run_perms = 0, 0, ""
-    for p, perms in sorted(pages.items()):  # one mapping per run of like pages
-        if p == run_end and perms == run_perms:
-            run_end += PAGE
-            continue
-        if run_end > run_start:
-            space.map(run_start, run_end - run_start, run_perms)
-        run_start, run_end, run_perms = p, p + PAGE, perms
-    if run_end > run_start:
-        space.map(run_start, run_end - run_start, run_perms)
+    for start, size, perms in _page_runs(pages):
+        space.map(start, size, perms)
     for seg in image.segments:
         space.cpu.mem_write(seg.vaddr, seg.data)
     for name, addr in image.functions.items():

@@ -28,9 +28,10 @@ from pathlib import Path
 from kprobe_ref.arch import ArchOps, get_arch
 from kprobe_ref.errors import KprobeError, NoSuchProcess, SimulatedFault
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
-from kprobe_ref.kretprobe import RetprobeInstance
+from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
 from kprobe_ref.manager import (
     ProbeManager,
+    kprobe_abort,
     kprobe_fault_handler,
     kprobe_handler_from_break,
     kprobe_handler_from_debug,
@@ -82,7 +83,9 @@ class Process:
 class Machine:
     """A simulated computer with one CPU, a kernel address space and user processes."""
 
-    def __init__(self, isa: str, cpu: str | None = None) -> None:
+    def __init__(self, isa: str, cpu: str | None = None, strict: bool = False) -> None:
+        """``strict``: a probe handler's exception propagates out of the run (after the
+        probe state is cleaned up) instead of being logged and absorbed."""
         self.isa = isa
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
@@ -90,6 +93,7 @@ class Machine:
         self.kprobe_blacklist: Blacklist | None = None
         """The loaded kernel's kprobe blacklist (``None``: no kernel image loaded)."""
         self.manager = ProbeManager(self.arch, self, None)
+        self.manager.strict = strict
         self.points = ProbePointList()
         self.processes: dict[int, Process] = {}
         self.trap_count = 0
@@ -100,6 +104,7 @@ class Machine:
         self._heap = HEAP_BASE
         self._current: AddressSpace = self.kernel
         self._depth = 0
+        self._active: list[AddressSpace] = []
         self.images: list[Image] = []
 
     # -- set-up ------------------------------------------------------------------------------
@@ -161,7 +166,9 @@ class Machine:
         load_image(space, image)
         space.xol_base = xol_base
         self._next_pid += 1
-        self.processes[pid] = Process(pid, space, ProbeManager(self.arch, self, pid), image)
+        manager = ProbeManager(self.arch, self, pid)
+        manager.strict = self.manager.strict
+        self.processes[pid] = Process(pid, space, manager, image)
         return pid
 
     def process(self, pid: int) -> Process:
@@ -207,22 +214,50 @@ class Machine:
     def _run(self, space: AddressSpace, pc: int, stop_at: frozenset[int], max_steps: int) -> int:
         outer = self._current
         self._current = space
+        mark = self._run_mark(space)
+        self._active.append(space)
         try:
-            steps = 0
-            while True:
-                stop = space.cpu.run(pc, stop_at, max_steps - steps)
-                steps += stop.steps
-                self.instructions += stop.steps
-                if stop.kind is StopKind.STOP_AT:
-                    return stop.pc
-                if stop.kind is StopKind.STEP_LIMIT:
-                    raise StepLimitExceeded(stop.pc, max_steps)
-                if stop.kind is StopKind.BREAK:
-                    pc = self._deliver_break(space, stop)
-                else:
-                    self._deliver_fault(space, stop)
+            return self._run_loop(space, pc, stop_at, max_steps)
+        except BaseException:
+            self._abort_run(space, mark)
+            raise
         finally:
+            self._active.pop()
             self._current = outer
+
+    def _run_loop(self, space: AddressSpace, pc: int, stop_at: frozenset[int],
+                  max_steps: int) -> int:
+        steps = 0
+        while True:
+            stop = space.cpu.run(pc, stop_at, max_steps - steps)
+            steps += stop.steps
+            self.instructions += stop.steps
+            if stop.kind is StopKind.STOP_AT:
+                return stop.pc
+            if stop.kind is StopKind.STEP_LIMIT:
+                raise StepLimitExceeded(stop.pc, max_steps)
+            if stop.kind is StopKind.BREAK:
+                pc = self._deliver_break(space, stop)
+            else:
+                self._deliver_fault(space, stop)
+
+    def _run_mark(self, space: AddressSpace) -> tuple[int, int]:
+        """The probe state a run of ``space`` starts from: the depth of the CPU's control
+        block stack and of the task's return-probe instances.  The outermost run of a space
+        starts from nothing: whatever an earlier run left is abandoned with this one."""
+        if space not in self._active:
+            return 0, 0
+        return len(self._manager(space).ctl_stack()), len(space.instances)
+
+    def _abort_run(self, space: AddressSpace, mark: tuple[int, int]) -> None:
+        """A run ended by an exception will never continue: reset the CPU's probe state to
+        where the run began and give the instances of its unwound frames back to their
+        probes' pools."""
+        manager = self._manager(space)
+        kprobe_abort(manager, mark[0])
+        unwound = space.instances[mark[1]:]
+        del space.instances[mark[1]:]
+        reclaim_instances(manager, unwound)
 
     def _deliver_break(self, space: AddressSpace, stop: Stop) -> int:
         regs = self._read_regs(space)

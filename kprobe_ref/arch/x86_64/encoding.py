@@ -279,7 +279,8 @@ def _ud_insn(raw: bytes, ins: capstone.CsInsn) -> Insn:
     """UD0/UD1 with their ModRM operand (see :func:`sdm_length`)."""
     prefixes, rex, opmap, at = _opcode_position(raw)
     return Insn(raw=raw, text=f"{ins.mnemonic} (modrm {raw[at + 1]:#04x})",
-                prefixes=prefixes, rex=rex, opmap=opmap, opcode=raw[at], modrm=raw[at + 1],
+                prefixes=prefixes, rex=rex, prefix_bytes=raw[:_prefix_area(raw)], opmap=opmap,
+                opcode=raw[at], modrm=raw[at + 1],
                 mem=None, disp_offset=None, imm_offset=0, reg_operand=None)
 
 

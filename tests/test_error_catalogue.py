@@ -1,0 +1,397 @@
+"""The bad-input catalogue (``docs/errors.md``) is complete and true.
+
+- Every site that raises a ``KprobeError`` (or a command-line bad-input error) and every
+  exit site of the command line has a row (``tests/catalogue.py`` finds them in the source);
+  a missing row fails with the row to add.
+- Every row covers a site that still exists and names a test that exists.
+- Each row whose test is ``test_bad_input_example[<id>]`` below is run: the example raises
+  the row's error (or exits with its status and one line) with a message matching the row's
+  template.  To add a row for a new ``raise``: add the row, then either name an existing
+  test in its last column or add an example here under a new id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kprobe_ref import (
+    KretprobeBuilder,
+    ProbeBuilder,
+    register_kprobe,
+    register_kretprobe,
+    register_uprobe,
+    unregister_kprobe,
+    unregister_kretprobe,
+)
+from kprobe_ref.arch import get_arch
+from kprobe_ref.sim import Machine
+from kprobe_ref.sim.elf import read_image
+from kprobe_ref.verify import bundled_image, load_specs
+from tests.catalogue import CATALOGUE, FIELD, Row, find_sites, missing_test, read_rows
+
+THIS = "tests/test_error_catalogue.py::test_bad_input_example"
+BASE = 0x40_0000
+X86 = bytes.fromhex(
+    "4889f8"          # 0x00 f: mov rax, rdi
+    "4883c001"        # 0x03    add rax, 1
+    "c3"              # 0x07    ret
+    "cc"              # 0x08 trap: int3
+    "90909090909090"  # 0x09
+    "06" "90" "c3"    # 0x10 bad: (no instruction), nop, ret
+)  # fmt: skip
+TMP: list[Path] = []
+
+
+def x86() -> Machine:
+    m = Machine("x86_64")
+    m.map(BASE, 0x1000, "rx")
+    m.write(BASE, X86)
+    m.add_symbol("f", BASE, 8)
+    m.add_symbol("trap", BASE + 8, 1)
+    m.add_symbol("bad", BASE + 0x10, 3)
+    return m
+
+
+def kprobe(m: Machine, addr: int, **kw: Any) -> Any:
+    b = ProbeBuilder().with_symbol_addr(addr)
+    for k, v in kw.items():
+        b = getattr(b, f"with_{k}")(v)
+    return register_kprobe(m.manager, m.points, b)
+
+
+def kretprobe(m: Machine, addr: int, **kw: Any) -> Any:
+    b = KretprobeBuilder().with_symbol_addr(addr)
+    for k, v in kw.items():
+        b = getattr(b, f"with_{k}")(v)
+    return register_kretprobe(m.manager, m.points, b)
+
+
+def with_process() -> tuple[Machine, int]:
+    m = Machine("x86_64")
+    return m, m.spawn(bundled_image("x86_64", "user"))
+
+
+def twice(unregister: Callable[..., None], register: Callable[[Machine], Any]) -> None:
+    m = x86()
+    h = register(m)
+    unregister(m.manager, m.points, h)
+    unregister(m.manager, m.points, h)
+
+
+def aarch64_exclusive() -> None:
+    m = Machine("aarch64")
+    words = (0x885F7C20, 0x11000400, 0x88027C20, 0x35FFFFA2, 0xD65F03C0)
+    m.map(BASE, 0x1000, "rx")
+    m.write(BASE, b"".join(w.to_bytes(4, "little") for w in words))
+    m.add_symbol("loop", BASE, 20)
+    kprobe(m, BASE + 4)
+
+
+def uprobe_other_process() -> None:
+    m, pid = with_process()
+    other = m.spawn(bundled_image("x86_64", "user"))
+    start = m.process(pid).image.functions["gcd"]
+    register_uprobe(m.process(other).manager, m.process(other).points,
+                    ProbeBuilder().with_symbol_addr(start).with_user_mode(pid))
+
+
+def x86_out_of_reach() -> None:
+    arch = get_arch("x86_64")
+    d = arch.decode(bytes.fromhex("488b0500000000"), BASE, False)
+    arch.build_slot(d, BASE + (1 << 33), False)
+
+
+def nested_too_deep() -> None:
+    m = x86()
+    m._depth = 8
+    m.call(BASE)
+
+
+def elf_file(patch: Callable[[bytearray], None], isa: str = "x86_64") -> Path:
+    raw = bytearray(bundled_image(isa).read_bytes())
+    patch(raw)
+    path = Path(__import__("tempfile").mkdtemp()) / "image.elf"
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _ph(raw: bytearray, field: int, fmt: str, value: int, index: int = 0) -> None:
+    phoff = struct.unpack_from("<Q", raw, 32)[0]
+    struct.pack_into(fmt, raw, phoff + 56 * index + field, value)
+
+
+def _sh(raw: bytearray, field: int, fmt: str, value: int, sh_type: int) -> None:
+    shoff, = struct.unpack_from("<Q", raw, 40)
+    shnum, = struct.unpack_from("<H", raw, 60)
+    for i in range(shnum):
+        if struct.unpack_from("<I", raw, shoff + 64 * i + 4)[0] == sh_type:
+            struct.pack_into(fmt, raw, shoff + 64 * i + field, value)
+            return
+    raise AssertionError("no such section")
+
+
+def load(patch: Callable[[bytearray], None], isa: str | None = None) -> None:
+    read_image(elf_file(patch), isa)
+
+
+def specs(doc: object) -> None:
+    load_specs(doc if isinstance(doc, str) else json.dumps(doc))
+
+
+def spec(**fields: Any) -> None:
+    specs({"f": {"args": ["int"], "cases": [[1]], **fields}})
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    from kprobe_ref.cli import main
+
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(list(argv))
+    return status, err.getvalue()
+
+
+def cli_raising(exc: BaseException) -> tuple[int, str]:
+    """The command line when the command itself raises ``exc``."""
+    import kprobe_ref.cli as cli_module
+
+    def boom(_args: object) -> int:
+        raise exc
+
+    saved = cli_module._dispatch
+    cli_module._dispatch = boom  # type: ignore[assignment]
+    try:
+        return cli("demo")
+    finally:
+        cli_module._dispatch = saved
+
+
+def big_inputs_file() -> tuple[int, str]:
+    path = Path(__import__("tempfile").mkdtemp()) / "big.json"
+    with open(path, "wb") as fh:
+        fh.truncate((64 << 20) + 1)
+    return cli("audit", "--arch", "x86_64", "--inputs", str(path))
+
+
+def not_utf8_inputs() -> tuple[int, str]:
+    path = Path(__import__("tempfile").mkdtemp()) / "bad.json"
+    path.write_bytes(b"\xff\xfe{}")
+    return cli("audit", "--arch", "x86_64", "--inputs", str(path))
+
+
+def divergent_audit() -> tuple[int, str]:
+    import kprobe_ref.audit as audit
+
+    saved = audit.summarize
+
+    def always_divergent(reports: Any) -> dict[str, object]:
+        summary = saved(reports)
+        summary["divergent"] = 1
+        return summary
+
+    audit.summarize = always_divergent  # type: ignore[assignment]
+    try:
+        return cli("audit", "--arch", "x86_64", "--no-proofs", "--function", "factorial")
+    finally:
+        audit.summarize = saved
+
+
+def dwarf_failure(exc: Exception) -> None:
+    import kprobe_ref.audit as audit
+
+    def broken(_path: object) -> dict[str, int]:
+        raise exc
+
+    saved = audit.integer_only_functions
+    audit.integer_only_functions = broken  # type: ignore[assignment]
+    try:
+        audit.audit_image(bundled_image("x86_64"), "x86_64", ["gcd"])
+    finally:
+        audit.integer_only_functions = saved
+
+
+def machine_error() -> tuple[int, str]:
+    from kprobe_ref.sim import GuestFault
+
+    return cli_raising(GuestFault(0x1000, "undefined instruction"))
+
+
+EXAMPLES: dict[str, Callable[[], object]] = {
+    # -- the probe API --------------------------------------------------------------------
+    "unknown-isa": lambda: get_arch("mips"),
+    "x86-slot-out-of-reach": x86_out_of_reach,
+    "unaligned": lambda: kprobe(Machine("aarch64"), BASE + 2),
+    "forbidden": lambda: kprobe(x86(), 0x1000),
+    "unmapped": lambda: kprobe(x86(), 0x5000_0000),
+    "no-known-function": lambda: kprobe(x86(), BASE + 0x20),
+    "undecodable-on-the-way": lambda: kprobe(x86(), BASE + 0x11),
+    "not-a-boundary": lambda: kprobe(x86(), BASE + 1),
+    "rejected-instruction": lambda: kprobe(x86(), BASE + 8),
+    "exclusive-sequence": aarch64_exclusive,
+    "user-mode-kprobe": lambda: kprobe(x86(), BASE, user_mode=1),
+    "uprobe-other-process": uprobe_other_process,
+    "wrong-builder": lambda: register_kprobe(x86().manager, x86().points, object()),  # type: ignore[arg-type]
+    "double-unregister": lambda: twice(unregister_kprobe, lambda m: kprobe(m, BASE)),
+    "no-address": lambda: kprobe(x86(), None),  # type: ignore[arg-type]
+    "non-integer-address": lambda: kprobe(x86(), "f"),  # type: ignore[arg-type]
+    "wrong-kretprobe-builder": lambda: register_kretprobe(
+        x86().manager, x86().points, ProbeBuilder()),  # type: ignore[arg-type]
+    "kretprobe-user-mismatch": lambda: kretprobe(x86(), BASE, user_mode=5),
+    "maxactive": lambda: kretprobe(x86(), BASE, maxactive=0),
+    "not-a-function-entry": lambda: kretprobe(x86(), BASE + 3),
+    "double-unregister-kretprobe": lambda: twice(unregister_kretprobe,
+                                                 lambda m: kretprobe(m, BASE)),
+    "uprobe-without-pid": lambda: register_uprobe(
+        with_process()[0].manager, x86().points, ProbeBuilder().with_symbol_addr(BASE)),
+    "uprobe-kernel-tables": lambda: register_uprobe(
+        x86().manager, x86().points, ProbeBuilder().with_symbol_addr(BASE).with_user_mode(1)),
+    # -- the machine ----------------------------------------------------------------------
+    "unknown-cpu": lambda: Machine("x86_64", cpu="qemu"),
+    "unknown-pid": lambda: x86().process(12345),
+    "too-many-arguments": lambda: x86().call(BASE, *range(20)),
+    "nested-too-deep": nested_too_deep,
+    "map-overlap": lambda: x86().map(BASE, 0x1000),
+    "read-unmapped": lambda: x86().read(0x5000_0000, 4),
+    "write-not-writable": lambda: x86().write_memory(BASE, b"\x90", None),
+    "no-room-for-slots": lambda: x86().kernel.alloc_exec(BASE, BASE + 0x1000, 64, "test"),
+    "free-unallocated": lambda: x86().free_kernel_exec_memory(BASE),
+    # -- images ---------------------------------------------------------------------------
+    "elf-phentsize": lambda: load(lambda r: struct.pack_into("<H", r, 54, 32)),
+    "elf-phdrs-past-end": lambda: load(lambda r: struct.pack_into("<H", r, 56, 0xFFFF)),
+    "elf-segment-past-end": lambda: load(lambda r: _ph(r, 32, "<Q", 1 << 40)),
+    "elf-memsz-below-filesz": lambda: load(lambda r: _ph(r, 40, "<Q", 1)),
+    "elf-past-2-64": lambda: load(lambda r: _ph(r, 16, "<Q", (1 << 64) - 0x10)),
+    "elf-zero-fill": lambda: load(lambda r: _ph(r, 40, "<Q", 1 << 40)),
+    "elf-shstrndx": lambda: load(lambda r: struct.pack_into("<H", r, 62, 0xFFF0)),
+    "elf-section-past-end": lambda: load(lambda r: _sh(r, 32, "<Q", 1 << 40, 2)),
+    "elf-symtab-entsize": lambda: load(lambda r: _sh(r, 56, "<Q", 7, 2)),
+    "not-elf": lambda: load(lambda r: r.__setitem__(slice(0, 4), b"MZ\0\0")),
+    "unreadable-image": lambda: read_image("/nonexistent/image.elf"),
+    "elf-32-bit": lambda: load(lambda r: r.__setitem__(4, 1)),
+    "elf-not-executable": lambda: load(lambda r: struct.pack_into("<H", r, 16, 1)),
+    "elf-machine": lambda: load(lambda r: struct.pack_into("<H", r, 18, 40)),
+    "elf-wrong-isa": lambda: load(lambda r: None, "aarch64"),
+    "elf-dynamic": lambda: load(lambda r: _ph(r, 0, "<I", 3)),
+    "elf-unreadable": lambda: load(lambda r: _sh(r, 40, "<I", 0, 2)),
+    # -- inputs files ---------------------------------------------------------------------
+    "inputs-int": lambda: spec(cases=[["1"]]),
+    "inputs-buf": lambda: specs({"f": {"args": ["buf"], "cases": [[1]]}}),
+    "inputs-hex": lambda: specs({"f": {"args": ["buf"], "cases": [[{"hex": "zz"}]]}}),
+    "inputs-size": lambda: specs({"f": {"args": ["buf"], "cases": [[{"size": -1}]]}}),
+    "inputs-kind": lambda: specs({"f": {"args": ["float"], "cases": [[1]]}}),
+    "inputs-args": lambda: specs({"f": {"cases": []}}),
+    "inputs-arg-names": lambda: specs({"f": {"args": [1], "cases": []}}),
+    "inputs-cases": lambda: spec(cases=3),
+    "inputs-isas": lambda: spec(isas="x86_64"),
+    "inputs-callable": lambda: spec(callable="yes"),
+    "inputs-note": lambda: spec(note=5),
+    "inputs-too-many": lambda: specs({"f": {"args": ["int"] * 9, "cases": []}}),
+    "inputs-arity": lambda: spec(cases=[[1, 2]]),
+    "inputs-json": lambda: specs("{"),
+    "inputs-deep": lambda: specs("[" * 100_000),
+    "inputs-object": lambda: specs("[]"),
+    "dwarf-unreadable": lambda: dwarf_failure(OSError(5, "Input/output error")),
+    "dwarf-malformed": lambda: dwarf_failure(KeyError("DW_AT_type")),
+    "audit-unknown-function": lambda: __import__("kprobe_ref.audit").audit.audit_image(
+        bundled_image("x86_64"), "x86_64", ["no_such_function"]),
+    # -- the command line -----------------------------------------------------------------
+    "cli-usage": lambda: cli("audit", "--jobs", "x"),
+    "cli-jobs": lambda: cli("audit", "--jobs", "0"),
+    "cli-arch": lambda: cli("audit", "--arch", "mips"),
+    "cli-inputs-unreadable": lambda: cli("audit", "--arch", "x86_64", "--inputs", "/nonexistent"),
+    "cli-inputs-too-big": big_inputs_file,
+    "cli-inputs-not-utf8": not_utf8_inputs,
+    "cli-gate": lambda: cli("audit", "--arch", "x86_64", "--fail-on-reject", "nosuch"),
+    "cli-kprobe-error": lambda: cli("audit", "/nonexistent/image.elf"),
+    "cli-machine-error": machine_error,
+    "cli-interrupt": lambda: cli_raising(KeyboardInterrupt()),
+    "cli-broken-pipe": lambda: cli_raising(BrokenPipeError(32, "Broken pipe")),
+    "cli-os-error": lambda: cli_raising(OSError(28, "No space left on device")),
+    "cli-recursion": lambda: cli_raising(RecursionError()),
+    "cli-internal": lambda: cli_raising(ZeroDivisionError("division by zero")),
+    "cli-divergence": divergent_audit,
+    "cli-fail-on-reject": lambda: cli("audit", "--arch", "x86_64", "--no-proofs", "--function",
+                                      "x86_indirect", "--fail-on-reject",
+                                      "x86_indirect"),
+    "vectors-out-file": lambda: cli("vectors", "export", "--arch", "x86_64", "--out", __file__),
+    "vectors-out-unwritable": lambda: cli("vectors", "export", "--arch", "x86_64", "--out",
+                                          "/proc/kprobe-ref-vectors"),
+    "reloc-number": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "90", "--addr", "x"),
+    "reloc-64-bit": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "90", "--addr",
+                                str(1 << 64)),
+    "reloc-arch": lambda: cli("reloc", "--arch", "mips", "--bytes", "90", "--addr", "0"),
+    "reloc-hex": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "zz", "--addr", "0"),
+    "reloc-empty": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "", "--addr", "0"),
+}
+
+
+def _rows_by_example() -> dict[str, Row]:
+    out = {}
+    for row in read_rows():
+        m = re.fullmatch(re.escape(THIS) + r"\[(.+)\]", row.test)
+        if m is not None:
+            out[m.group(1)] = row
+    return out
+
+
+def _template_regex(message: str) -> re.Pattern[str]:
+    parts = FIELD.split(" ".join(message.split()))
+    return re.compile(".*?".join(re.escape(p) for p in parts), re.DOTALL)
+
+
+def test_every_site_has_a_row() -> None:
+    rows = read_rows()
+    missing = [s for s in find_sites() if not any(s.matches(r) for r in rows)]
+    assert not missing, (
+        f"{len(missing)} site(s) raising a bad-input error or ending the command have no row "
+        f"in {CATALOGUE.relative_to(CATALOGUE.parent.parent)}; add one per site (then name a "
+        "test in the last column, or add an example to tests/test_error_catalogue.py):\n"
+        + "\n".join(f"  {s.file}:{s.line} ({s.where}, {s.error}):\n    {s.suggestion()}"
+                    for s in missing))
+
+
+def test_every_row_covers_a_site_and_names_a_test() -> None:
+    sites = find_sites()
+    problems = []
+    for row in read_rows():
+        if not any(s.matches(row) for s in sites):
+            problems.append(f"line {row.line}: no site in {row.where} raises {row.errors} "
+                            f"with message {row.message!r} (stale row?)")
+        why = missing_test(row.test)
+        if why is not None:
+            problems.append(f"line {row.line}: {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_example_has_a_row() -> None:
+    assert set(EXAMPLES) == set(_rows_by_example())
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_bad_input_example(example: str) -> None:
+    row = _rows_by_example()[example]
+    pattern = _template_regex(row.message)
+    exits = [e for e in row.errors if e.startswith("exit ")]
+    if exits:
+        status, err = EXAMPLES[example]()  # type: ignore[misc]
+        assert f"exit {status}" in exits, (status, err)
+        lines = err.splitlines()
+        if status == 2 or row.message != "-":
+            assert len(lines) == 1 and lines[0].startswith("kprobe-ref: "), err
+            assert pattern.search(lines[0]), (row.message, lines[0])
+        assert "Traceback" not in err
+        return
+    with pytest.raises(Exception) as info:
+        EXAMPLES[example]()
+    assert type(info.value).__name__ in row.errors or any(
+        c.__name__ in row.errors for c in type(info.value).__mro__), (row.errors, info.value)
+    assert pattern.search(str(info.value)), (row.message, str(info.value))
