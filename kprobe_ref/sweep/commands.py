@@ -26,7 +26,15 @@ __all__ = ["add_command", "run"]
 
 def add_command(sub: Any) -> None:
     """Add the ``sweep`` subcommand to the CLI's subparsers."""
-    p = sub.add_parser("sweep", help="classify every instruction word against SLEIGH")
+    epilog = ("examples:\n"
+              "  kprobe-ref sweep --arch riscv64 --width 16 --inline\n"
+              "  kprobe-ref sweep --arch aarch64 --range 0xd5000000:0xd6000000 --results r\n"
+              "  kprobe-ref sweep --arch loongarch64 --scheduler tcp://127.0.0.1:8786\n"
+              "exit status: 0, 1 an unexplained disagreement, 2 bad input.  docs/sweep.md.")
+    p = sub.add_parser("sweep", help="classify every instruction word against SLEIGH",
+                       description="Every instruction word's verdict against Ghidra's SLEIGH "
+                                   "specification and capstone, sharded on Dask.",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, help="aarch64, riscv64 or loongarch64")
     p.add_argument("--width", type=int, choices=(16, 32),
                    help="riscv64: sweep only the 16-bit or the 32-bit space")
