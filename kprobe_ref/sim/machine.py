@@ -26,10 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
-from kprobe_ref.errors import KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
 from kprobe_ref.kretprobe import RetprobeInstance
 from kprobe_ref.manager import (
     ProbeManager,
+    collect_slot_garbage,
     kprobe_fault_handler,
     kprobe_handler_from_break,
     kprobe_handler_from_debug,
@@ -94,6 +95,8 @@ class Machine:
         self._heap = HEAP_BASE
         self._current: AddressSpace = self.kernel
         self._depth = 0
+        self._preempted: list[tuple[AddressSpace, int]] = []
+        """(address space, PC) of every context a nested call has set aside."""
         self.images: list[Image] = []
 
     # -- set-up ------------------------------------------------------------------------------
@@ -194,7 +197,11 @@ class Machine:
             max_steps: int = DEFAULT_MAX_STEPS) -> int:
         """Run kernel code from ``pc`` until the PC is in ``stop_at`` (checked before each
         instruction); returns that PC.  Traps are delivered on the way."""
-        return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
+        try:
+            return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
+        finally:
+            if self._depth == 0:
+                self._quiesce(self.kernel)
 
     def _run(self, space: AddressSpace, pc: int, stop_at: frozenset[int], max_steps: int) -> int:
         outer = self._current
@@ -261,6 +268,8 @@ class Machine:
         if level >= NESTED_STACKS:
             raise KprobeError(f"calls nested deeper than {NESTED_STACKS} levels")
         saved = space.cpu.save_context() if level else None
+        if saved is not None:
+            self._preempted.append((space, self._pc_of(space)))
         self._depth += 1
         try:
             sp = STACK_TOP - level * 2 * STACK_SIZE - 0x100
@@ -273,7 +282,15 @@ class Machine:
         finally:
             self._depth -= 1
             if saved is not None:
+                self._preempted.pop()
                 space.cpu.restore_context(saved)
+            else:
+                self._quiesce(space)
+
+    def _quiesce(self, space: AddressSpace) -> None:
+        """Outside every run: a quiescent state, where released slots no CPU is in are
+        freed (the end of a grace period)."""
+        collect_slot_garbage(self._manager(space))
 
     def _push_return(self, space: AddressSpace, sp: int) -> int:
         if self.arch.link_register is not None:
@@ -305,12 +322,31 @@ class Machine:
         return self._space(pid).function_containing(addr)
 
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
-        reach = self.arch.slot_reach
-        lo, hi = max(PAGE, near - reach), min(1 << 47, near + reach)
+        """Executable memory within the ISA's slot reach of ``near``, preferably within its
+        boost reach (so the slot's jump back reaches the code; never required)."""
+        why = "the kernel's out-of-line slots and trampolines"
+        chunk = max(size, self.arch.slot_size)
         if near == 0:
-            lo, hi = 0x3000_0000, 1 << 47
-        return self.kernel.alloc_exec(lo, hi, max(size, self.arch.slot_size),
-                                      "the kernel's out-of-line slots and trampolines")
+            return self.kernel.alloc_exec(0x3000_0000, 1 << 47, chunk, why)
+        boost = self.arch.boost_reach
+        try:
+            return self.kernel.alloc_exec(max(PAGE, near - boost), min(1 << 47, near + boost),
+                                          chunk, why)
+        except InvalidAddress:
+            reach = self.arch.slot_reach
+            return self.kernel.alloc_exec(max(PAGE, near - reach), min(1 << 47, near + reach),
+                                          chunk, why)
+
+    def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
+        """The machine knows where its CPU is: the address space's current PC and the PCs
+        of the contexts nested calls have set aside (a run stopped by ``stop_at`` or a step
+        limit leaves its PC where it stopped, like a preempted task)."""
+        space = self._space(pid)
+        pcs = [self._pc_of(space)] + [pc for sp, pc in self._preempted if sp is space]
+        return any(addr <= pc < addr + size for pc in pcs)
+
+    def _pc_of(self, space: AddressSpace) -> int:
+        return space.cpu.reg_read(self.arch.cpu_regs[self.arch.regs_class.PC])
 
     def free_kernel_exec_memory(self, addr: int) -> None:
         self.kernel.free_exec(addr)
