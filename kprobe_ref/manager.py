@@ -66,6 +66,7 @@ __all__ = [
     "kprobe_handler_from_break",
     "kprobe_handler_from_debug",
     "register_kprobe",
+    "sequence_hazard",
     "unregister_kprobe",
 ]
 
@@ -214,6 +215,14 @@ def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
     )
 
 
+@lru_cache(maxsize=4096)
+def sequence_hazard(isa: str, code: bytes, start: int, addr: int) -> str | None:
+    """The ISA's ``sequence_hazard`` of ``code`` (the original bytes from ``start`` up to
+    and including the instruction at ``addr``), cached: the answer depends on nothing
+    else, and probing every instruction of a function scans overlapping windows."""
+    return get_arch(isa).sequence_hazard(code, start, addr)
+
+
 def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: int) -> None:
     """Refuse a probe inside an exclusive load/store-conditional sequence."""
     func = m.aux.function_containing(addr, m.pid)
@@ -223,7 +232,7 @@ def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: 
     while start < addr and not m.aux.is_executable(start, addr - start, m.pid):
         start += m.arch.insn_align
     code = points.overlay_original(start, m.aux.read_memory(start, addr - start + length, m.pid))
-    reason = m.arch.sequence_hazard(code, start, addr)
+    reason = sequence_hazard(m.arch.name, code, start, addr)
     if reason is not None:
         raise UnsupportedInstruction(
             f"cannot probe {addr:#x}: it lies inside an exclusive load/store-conditional "

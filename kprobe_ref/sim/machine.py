@@ -40,6 +40,7 @@ from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
+from kprobe_ref.sim.frame import FrameLayout, trap_frame, write_back
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
 __all__ = ["DEFAULT_MAX_STEPS", "Machine", "Process"]
@@ -86,6 +87,7 @@ class Machine:
         self.isa = isa
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
+        self._layout = FrameLayout(self.arch.regs_class, self.arch.cpu_regs)
         self.kernel = self._new_space(None)
         self.manager = ProbeManager(self.arch, self, None)
         self.points = ProbePointList()
@@ -175,14 +177,12 @@ class Machine:
     # -- registers -----------------------------------------------------------------------------
     def _read_regs(self, space: AddressSpace) -> PtRegs:
         regs = self.arch.regs_class()
-        cpu = space.cpu
-        for field, name in self.arch.cpu_regs.items():
-            regs.set(field, cpu.reg_read(name))
+        self._layout.fill(regs, space.cpu.reg_read_many(self._layout.cpu_names))
         return regs
 
     def _write_regs(self, space: AddressSpace, regs: PtRegs) -> None:
-        for field, name in self.arch.cpu_regs.items():
-            space.cpu.reg_write(name, regs.get(field))
+        layout = self._layout
+        space.cpu.reg_write_many(list(zip(layout.cpu_names, layout.values(regs), strict=True)))
 
     def regs(self) -> PtRegs:
         """The kernel CPU's registers as a ``pt_regs`` frame."""
@@ -223,20 +223,27 @@ class Machine:
             self._current = outer
 
     def _deliver_break(self, space: AddressSpace, stop: Stop) -> int:
-        regs = self._read_regs(space)
-        regs.pc = self.arch.trap_pc(stop.pc)
+        """Hand a breakpoint trap to the engine on a lazily synchronised frame
+        (:mod:`kprobe_ref.sim.frame`); return where the CPU resumes."""
+        cpu, layout = space.cpu, self._layout
+        regs = trap_frame(layout, self.arch.trap_pc(stop.pc),
+                          lambda: cpu.reg_read_many(layout.cpu_names))
         self.trap_count += 1
+        if not self._dispatch_break(space, regs):
+            raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
+        write_back(layout, regs, cpu.reg_write_many)
+        return regs.pc
+
+    def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
+        """Call the engine's break and end-of-step entry points; ``True`` when one of them
+        handled the trap."""
         manager = self._manager(space)
         try:
-            handled = kprobe_handler_from_break(manager, regs) or kprobe_handler_from_debug(
+            return kprobe_handler_from_break(manager, regs) or kprobe_handler_from_debug(
                 manager, regs
             )
         except SimulatedFault as exc:
             raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
-        if not handled:
-            raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
-        self._write_regs(space, regs)
-        return regs.pc
 
     def _deliver_fault(self, space: AddressSpace, stop: Stop) -> None:
         regs = self._read_regs(space)
