@@ -181,16 +181,22 @@ def decode(code: bytes, addr: int, user: bool = False) -> Decoded:
     return Decoded(addr, raw, row.verdict, row.klass, row.reason, text or row.note, fields)
 
 
+@lru_cache(maxsize=1 << 16)
+def _klass(w: int, width: int) -> str | None:
+    """The class of the ``width``-bit instruction ``w`` (cached: sequence scans ask about
+    the same words again and again)."""
+    row = lookup(w, width)
+    return None if row is None else row.klass
+
+
 def is_lr(code: bytes) -> bool:
     """Whether ``code`` starts with LR.W or LR.D."""
-    d = lookup(enc.word(code), 8 * enc.length(code))
-    return d is not None and d.klass == "lr"
+    return _klass(enc.word(code), 8 * enc.length(code)) == "lr"
 
 
 def is_sc(code: bytes) -> bool:
     """Whether ``code`` starts with SC.W or SC.D."""
-    d = lookup(enc.word(code), 8 * enc.length(code))
-    return d is not None and d.klass == "sc"
+    return _klass(enc.word(code), 8 * enc.length(code)) == "sc"
 
 
 def sequence_hazard(code: bytes, start: int, addr: int, window: int = 32) -> str | None:
