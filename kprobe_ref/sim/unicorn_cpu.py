@@ -9,14 +9,8 @@ own hooks, so every event the machine must handle stops the CPU and is returned 
   ``ebreak``/``c.ebreak`` never reach the interrupt hook: ``emu_start`` fails (unicorn 2.1:
   ``UC_ERR_INSN_INVALID``) with PC at the breakpoint, which this backend recognises by its
   encoding; riscv ``ecall`` arrives as interrupt 8 with PC one past the ``ecall``.
-- Steps are counted per translated block, not per instruction (a Python call per
-  instruction was most of the emulation time): a block hook adds the block's instruction
-  count (its instruction addresses are decoded once per block and forgotten when the host
-  writes that page), ``emu_start``'s own ``count`` enforces ``max_steps``, and a stop
-  inside a block (``stop_at``, a fault) corrects the count to the instructions before it.
-  A breakpoint always ends its block, so a break's count is exact.  ``stop_at`` and watched
-  addresses get code hooks limited to their own address (added once per address; the
-  cached translation of that address is dropped so the hook takes effect).
+- A code hook checks ``stop_at`` and counts steps before each instruction, and counts
+  executions of watched addresses (how tests learn how often an instruction runs unprobed).
 - After the host writes code, cached translations of the range are discarded
   (``ctl_remove_cache``).
 """
@@ -26,10 +20,8 @@ from __future__ import annotations
 import ctypes
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
-import capstone
 import unicorn
 from unicorn import arm64_const as a64
 from unicorn import riscv_const as rv
@@ -88,23 +80,6 @@ _RV_MSTATUS_FS = 0b11 << 13
 """mstatus.FS = Dirty: the F and D extensions are usable (they trap while FS = Off)."""
 
 
-def _insn_addresses(isa: str, address: int, code: bytes) -> tuple[int, ...]:
-    """The addresses of the instructions in ``code`` (a translated block at ``address``)."""
-    if isa == "x86_64":
-        return tuple(a for a, _, _, _ in _x86_disasm().disasm_lite(code, address))
-    out: list[int] = []
-    off = 0
-    while off < len(code):
-        out.append(address + off)
-        off += 4 if code[off] & 3 == 3 else 2
-    return tuple(out)
-
-
-@lru_cache(maxsize=1)
-def _x86_disasm() -> capstone.Cs:
-    return capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-
-
 def riscv_break_length(word: int) -> int:
     """2 for ``c.ebreak``, 4 for ``ebreak``, 0 for anything else."""
     if word & 0xFFFF == 0x9002:
@@ -139,13 +114,7 @@ class UnicornCpu:
         self._steps = 0
         self._fault_addr: int | None = None
         self._batches: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
-        self._block_insns: tuple[int, ...] = ()
-        self._block_end = -1
-        self._block_steps = 0
-        self._blocks: dict[int, dict[tuple[int, int], tuple[int, ...]]] = {}
-        self._addr_hooks: dict[int, int] = {}
-        self._hooked: frozenset[int] = frozenset()
-        self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
+        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
 
@@ -167,9 +136,6 @@ class UnicornCpu:
     def mem_write(self, addr: int, data: bytes) -> None:
         self.uc.mem_write(addr, data)
         self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
-        if self._blocks:
-            for page in range(addr // _PAGE, (addr + max(len(data), 1) - 1) // _PAGE + 1):
-                self._blocks.pop(page, None)
 
     # -- registers -----------------------------------------------------------------------------
     def reg_read(self, name: str) -> int:
@@ -229,58 +195,19 @@ class UnicornCpu:
             self._stop = Stop(kind, pc, self._steps, **kw)
         self.uc.emu_stop()
 
-    def _on_block(self, uc: unicorn.Uc, address: int, size: int, _: object) -> None:
-        insns = self._insns(address, size)
-        self._block_insns, self._block_steps = insns, self._steps
-        self._block_end = address + size
-        self._steps += len(insns)
-
-    def _insns(self, address: int, size: int) -> tuple[int, ...]:
-        """The instruction addresses of the block ``[address, address+size)``."""
-        if self.isa == "aarch64":
-            return tuple(range(address, address + size, 4))
-        page = self._blocks.get(address // _PAGE)
-        got = None if page is None else page.get((address, size))
-        if got is None:
-            got = _insn_addresses(self.isa, address, self.mem_read(address, size))
-            for p in {address // _PAGE, (address + size - 1) // _PAGE}:
-                self._blocks.setdefault(p, {})[(address, size)] = got
-        return got
-
-    def _steps_before(self, pc: int, executed: bool) -> int:
-        """Instructions executed when the CPU stops at ``pc`` (``executed``: counting the
-        one at ``pc``, as a fault does)."""
-        try:
-            i = self._block_insns.index(pc)
-        except ValueError:
-            return self._steps
-        return self._block_steps + i + (1 if executed else 0)
-
-    def _on_addr(self, uc: unicorn.Uc, address: int, size: int, _: object) -> None:
-        """A code hook on one address: a stop address or a watched one."""
+    def _on_code(self, uc: unicorn.Uc, address: int, size: int, _: object) -> None:
         if self._stop is not None:
             uc.emu_stop()
             return
         if address in self._stop_at:
-            self._steps = self._steps_before(address, False)
             self._halt(StopKind.STOP_AT, address)
             return
+        if self._steps >= self._max:
+            self._halt(StopKind.STEP_LIMIT, address)
+            return
+        self._steps += 1
         if address in self.watch:
             self.exec_counts[address] += 1
-
-    def _hook_addresses(self, wanted: frozenset[int]) -> None:
-        """Have a code hook on exactly the ``wanted`` addresses (unicorn checks every hook
-        against every instruction it translates, so unused ones are removed)."""
-        if wanted == self._hooked:
-            return
-        for a in set(self._addr_hooks) - wanted:
-            self.uc.hook_del(self._addr_hooks.pop(a))
-            self.uc.ctl_remove_cache(a, a + 1)
-        for a in wanted - self._addr_hooks.keys():
-            self._addr_hooks[a] = self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_addr,
-                                                   begin=a, end=a)
-            self.uc.ctl_remove_cache(a, a + 1)
-        self._hooked = wanted
 
     def _on_intr(self, uc: unicorn.Uc, intno: int, _: object) -> None:
         pc = self.reg_read("rip" if self.isa == "x86_64" else "pc")
@@ -293,16 +220,8 @@ class UnicornCpu:
             self._halt(StopKind.SYSCALL, pc - 4, detail="svc")
         elif self.isa == "riscv64" and intno == 8:
             self._halt(StopKind.SYSCALL, pc - 4, detail="ecall")  # PC is past the ecall
-        elif self._stopped_before_fault(pc):
-            self._halt(StopKind.STOP_AT, self._block_end)
         else:
-            self._steps = self._steps_before(pc, True)
             self._halt(StopKind.FAULT, pc, detail=f"exception {intno}")
-
-    def _stopped_before_fault(self, pc: int) -> bool:
-        """Whether a fault outside the last block hit an instruction that never reached
-        its hooks (one that fails to translate) at a stop address: the run stops there."""
-        return pc not in self._block_insns and self._block_end in self._stop_at
 
     def _on_mem_invalid(
         self, uc: unicorn.Uc, access: int, address: int, size: int, value: int, _: object
@@ -313,35 +232,26 @@ class UnicornCpu:
     # -- running ---------------------------------------------------------------------------------
     def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
         self._stop, self._stop_at, self._max, self._steps = None, stop_at, max_steps, 0
-        self._fault_addr, self._block_insns, self._block_end = None, (), -1
-        if pc in stop_at or max_steps <= 0:
-            self.uc.reg_write(self._pc, pc)
-            return Stop(StopKind.STOP_AT if pc in stop_at else StopKind.STEP_LIMIT, pc, 0)
-        self._hook_addresses(stop_at | self.watch if self.watch else stop_at)
+        self._fault_addr = None
         try:
-            self.uc.emu_start(pc, _NEVER, count=max_steps)
+            self.uc.emu_start(pc, _NEVER)
         except unicorn.UcError as err:
             return self._error_stop(err)
         if self._stop is None:
             here = self.uc.reg_read(self._pc)
-            if self._steps_before(here, False) >= max_steps:
-                return Stop(StopKind.STEP_LIMIT, here, max_steps)
-            return Stop(StopKind.FAULT, here, self._steps_before(here, False),
-                        detail="emulation ended")
+            return Stop(StopKind.FAULT, here, self._steps, detail="emulation ended")
         return self._stop
 
     def _error_stop(self, err: unicorn.UcError) -> Stop:
         if self._stop is not None:
             return self._stop
         here = self.uc.reg_read(self._pc)
-        if self._stopped_before_fault(here):
-            return Stop(StopKind.STOP_AT, self._block_end, self._steps)
-        steps = self._steps_before(here, True)
         if self.isa == "riscv64" and err.errno in _RV_BREAK_ERRORS:
             word = int.from_bytes(self._peek(here, 4), "little")
             if riscv_break_length(word):
-                return Stop(StopKind.BREAK, here, steps, detail="ebreak")
-        return Stop(StopKind.FAULT, here, steps, detail=str(err), fault_addr=self._fault_addr)
+                return Stop(StopKind.BREAK, here, self._steps, detail="ebreak")
+        return Stop(StopKind.FAULT, here, self._steps, detail=str(err),
+                    fault_addr=self._fault_addr)
 
     def _peek(self, addr: int, n: int) -> bytes:
         try:
