@@ -79,6 +79,14 @@ class KprobeAuxiliaryOps(Protocol):
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
         """Free memory from :meth:`alloc_user_exec_memory`."""
 
+    def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
+        """Whether a CPU may still execute in ``[addr, addr+size)`` of that address space:
+        a CPU's PC, or the PC of a preempted or interrupted context, lies there.  The
+        engine frees a slot only when this is false (and no CPU is inside a probe
+        handler).  A kernel answers it by waiting for a grace period instead of looking:
+        ``synchronize_rcu()`` where a task cannot be preempted in a slot (Linux boosts only
+        without ``CONFIG_PREEMPTION``), ``synchronize_rcu_tasks()`` where it can."""
+
     def read_extra_register(self, name: str) -> int:
         """Read CPU state outside ``pt_regs`` (an FP/SIMD register, an FP condition flag)
         of the interrupted context, by architectural name."""

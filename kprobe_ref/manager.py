@@ -7,6 +7,15 @@ crate's ``ProbeManager`` with its two tables:
 - ``break_list``: probe address -> point, consulted when a probe breakpoint traps;
 - ``debug_list``: end-of-step breakpoint address -> point, consulted when a slot's step ends.
 
+A stepped point may also have a *boosted* slot variant that ends with a jump back instead of
+the end-of-step breakpoint (``docs/boost.md``).  Which variant a hit uses is decided at the
+hit: the boosted one when no live probe there needs the second trap (a post handler or an
+event callback), so adding a post handler never rewrites a slot a CPU may be executing.  A
+boosted step leaves no per-CPU state behind, so a fault inside it is attributed to its probe
+by the slot address (``boost_owner``), and a released point's slot is freed only after a
+grace period (:func:`collect_slot_garbage`): when no CPU is inside a probe handler and the
+host says no CPU, running or preempted, has its PC in it.
+
 The probe in progress on a CPU (which point, which stage) lives in that CPU's control block
 stack (:class:`CtlBlock`), never in a global, so several CPUs can be inside probes at once.
 A hit while the same CPU is already inside a handler is *reentrant*: it is counted in
@@ -31,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from kprobe_ref.arch import ArchOps, Verdict, get_arch
+from kprobe_ref.arch import ArchOps, SlotPlan, Verdict, get_arch
 from kprobe_ref.errors import (
     BlacklistedAddress,
     InvalidAddress,
@@ -61,6 +70,7 @@ __all__ = [
     "call_handler",
     "check_probe",
     "check_registered",
+    "collect_slot_garbage",
     "describe_probe",
     "instruction_starts",
     "kprobe_abort",
@@ -70,6 +80,7 @@ __all__ = [
     "probe_address",
     "register_kprobe",
     "run_event_callbacks",
+    "sequence_hazard",
     "unregister_kprobe",
 ]
 
@@ -99,7 +110,8 @@ class CtlBlock:
 
 @dataclass(frozen=True)
 class ProbeEvent:
-    """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot, step-done,
+    """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot (a two-trap
+    step begins), boosted (a boosted step begins: no step-done follows), step-done,
     handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped."""
 
     kind: str
@@ -125,6 +137,10 @@ class ProbeManager:
         self.pid = pid
         self.break_list: dict[int, ProbePoint] = {}
         self.debug_list: dict[int, ProbePoint] = {}
+        self.boost_owner: dict[int, ProbePoint] = {}
+        """Boosted slot variant address -> point, until the slot is freed."""
+        self.slot_garbage: list[ProbePoint] = []
+        """Released points whose slots wait for a grace period before being freed."""
         self.tracers: list[Tracer] = []
         self._ctl: dict[int, list[CtlBlock]] = {}
         self.rethooks: RethookTable | None = None
@@ -248,6 +264,14 @@ def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:
     )
 
 
+@lru_cache(maxsize=4096)
+def sequence_hazard(isa: str, code: bytes, start: int, addr: int) -> str | None:
+    """The ISA's ``sequence_hazard`` of ``code`` (the original bytes from ``start`` up to
+    and including the instruction at ``addr``), cached: the answer depends on nothing
+    else, and probing every instruction of a function scans overlapping windows."""
+    return get_arch(isa).sequence_hazard(code, start, addr)
+
+
 def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: int) -> None:
     """Refuse a probe inside an exclusive load/store-conditional sequence."""
     func = m.aux.function_containing(addr, m.pid)
@@ -257,7 +281,7 @@ def _check_sequence(m: ProbeManager, points: ProbePointList, addr: int, length: 
     while start < addr and not m.aux.is_executable(start, addr - start, m.pid):
         start += m.arch.insn_align
     code = points.overlay_original(start, m.aux.read_memory(start, addr - start + length, m.pid))
-    reason = m.arch.sequence_hazard(code, start, addr)
+    reason = sequence_hazard(m.arch.name, code, start, addr)
     if reason is not None:
         raise UnsupportedInstruction(
             f"cannot probe {addr:#x}: it lies inside an exclusive load/store-conditional "
@@ -308,12 +332,31 @@ def _install_slot(m: ProbeManager, point: ProbePoint) -> None:
     try:
         plan = m.arch.build_slot(point.decoded, slot, m.user)
         m.patch(slot, plan.code)
+        boost = _prepare_boost(m, point, slot, plan)
     except BaseException:
         _free_slot(m, slot)
         raise
     point.slot_addr, point.plan = slot, plan
     m.debug_list[slot + plan.break_offset] = point
+    if boost is not None:
+        point.boost_addr, point.boost_plan = slot + m.arch.boost_offset, boost
+        m.boost_owner[point.boost_addr] = point
     m.emit("slot-prepared", point.address, f"{plan.rule} at {slot:#x}")
+
+
+def _prepare_boost(m: ProbeManager, point: ProbePoint, slot: int, plan: SlotPlan
+                   ) -> SlotPlan | None:
+    """Write the slot's boosted variant next to the two-trap one, if the instruction may be
+    boosted, needs no scratch register and the jump back reaches from there; ``None``
+    otherwise (the point then always takes two traps)."""
+    if plan.scratch is not None:
+        return None
+    at = slot + m.arch.boost_offset
+    boost = m.arch.build_boosted_slot(point.decoded, at, m.user)
+    if boost is None or m.arch.boost_offset + len(boost.code) > m.arch.slot_size:
+        return None
+    m.patch(at, boost.code)
+    return boost
 
 
 def _free_slot(m: ProbeManager, slot: int) -> None:
@@ -331,13 +374,39 @@ def _done_with(m: ProbeManager, point: ProbePoint) -> None:
 
 
 def _release_point(m: ProbeManager, point: ProbePoint) -> None:
-    """Free the point's slot and forget it (its last step has ended)."""
+    """Forget the point (its last step has ended) and queue its slot for freeing after a
+    grace period."""
     brk = point.step_break_addr
     if brk is not None:
         m.debug_list.pop(brk, None)
-        assert point.slot_addr is not None
-        _free_slot(m, point.slot_addr)
-        point.slot_addr = None
+        m.slot_garbage.append(point)
+
+
+def collect_slot_garbage(m: ProbeManager) -> int:
+    """Free the queued slots no CPU can be inside; return how many were freed.
+
+    A boosted step leaves no trace in the per-CPU state, so the engine cannot know by itself
+    that a CPU has left a slot.  A grace period stands in: nothing is freed while any CPU
+    is inside a probe handler (it may be about to enter a slot), and a slot is kept while
+    the host reports a CPU's PC, or a preempted context's, inside it
+    (:meth:`~kprobe_ref.host.KprobeAuxiliaryOps.exec_memory_in_use`).  Linux does the same
+    with ``synchronize_rcu()`` before collecting dirty instruction slots."""
+    if not m.slot_garbage or any(m._ctl.values()):
+        return 0
+    kept: list[ProbePoint] = []
+    for point in m.slot_garbage:
+        slot = point.slot_addr
+        assert slot is not None
+        if m.aux.exec_memory_in_use(slot, m.arch.slot_size, m.pid):
+            kept.append(point)
+            continue
+        if point.boost_addr is not None:
+            m.boost_owner.pop(point.boost_addr, None)
+        _free_slot(m, slot)
+        point.slot_addr = point.boost_addr = None
+    freed = len(m.slot_garbage) - len(kept)
+    m.slot_garbage = kept
+    return freed
 
 
 def _toggle(m: ProbeManager) -> Callable[[Kprobe], None]:
@@ -377,6 +446,7 @@ def attach_probe(
     except BaseException:
         _detach_failed(m, points, point, probe, created)
         raise
+    collect_slot_garbage(m)
     return probe
 
 
@@ -477,6 +547,7 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
         point.retired = True
     else:
         _release_point(m, point)
+    collect_slot_garbage(m)
 
 
 # -- trap entry points ----------------------------------------------------------------------
@@ -529,9 +600,23 @@ def _live(point: ProbePoint) -> list[Kprobe]:
     return [p for p in list(point.probes) if p.registered and p.enabled]
 
 
+def second_trap_users(probe: Kprobe) -> bool:
+    """Whether the probe runs anything at the end of a step (the second trap): a post
+    handler, or an event callback.  The one place that reads them for boosting."""
+    return probe.post_handler is not None or probe.has_event_callbacks()
+
+
+def _can_boost_now(point: ProbePoint) -> bool:
+    """Whether this hit may take the point's boosted variant: it has one and no live probe
+    needs the second trap."""
+    return point.boost_plan is not None and not any(second_trap_users(p) for p in _live(point))
+
+
 def _execute(m: ProbeManager, point: ProbePoint, regs: PtRegs, status: Status) -> bool:
-    """Carry out the probed instruction: simulate it (returns True: done) or send the CPU
-    to the slot (returns False: a step is in progress)."""
+    """Carry out the probed instruction: simulate it or send the CPU to the boosted slot
+    variant (returns True: nothing more to do at a second trap), or send it to the two-trap
+    slot (returns False: a step is in progress).  A reentrant hit never boosts, so a fault
+    in a boosted variant always belongs to a full hit."""
     d = point.decoded
     if d.verdict is Verdict.SIMULATE:
         try:
@@ -542,6 +627,11 @@ def _execute(m: ProbeManager, point: ProbePoint, regs: PtRegs, status: Status) -
         m.emit("simulated", point.address, d.klass)
         return True
     assert point.plan is not None and point.slot_addr is not None
+    if status is Status.HIT_SS and _can_boost_now(point):
+        assert point.boost_addr is not None
+        regs.pc = point.boost_addr
+        m.emit("boosted", point.address, f"{point.boost_addr:#x}")
+        return True
     ctl = CtlBlock(point, status)
     if point.plan.scratch is not None:
         ctl.saved_scratch = regs.get(point.plan.scratch)
@@ -675,11 +765,11 @@ def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) ->
     probed address the fault is to be reported at (``None`` if no step was in progress)."""
     stack = m.ctl_stack()
     if not stack or stack[-1].status not in (Status.HIT_SS, Status.REENTER):
-        return None
+        return _boosted_slot_fault(m, regs, error)
     ctl = stack[-1]
     point = ctl.point
     if point is None or not point.in_slot(regs.pc):
-        return None
+        return _boosted_slot_fault(m, regs, error)
     stack.pop()
     regs.pc = point.address
     _finish_step(m, ctl, regs)
@@ -692,6 +782,33 @@ def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) ->
                     probe.fault_handler(probe.data, regs, error)
                 except Exception as err2:
                     _report_handler_failure(m, probe, "fault handler", err2)
+    return point.address
+
+
+def _boost_owner(m: ProbeManager, pc: int) -> ProbePoint | None:
+    """The point whose boosted slot variant holds ``pc`` (a variant starts within
+    ``slot_size`` bytes below it)."""
+    for back in range(0, m.arch.slot_size, m.arch.insn_align):
+        point = m.boost_owner.get(pc - back)
+        if point is not None:
+            return point if point.in_boost(pc) else None
+    return None
+
+
+def _boosted_slot_fault(m: ProbeManager, regs: PtRegs, error: BaseException) -> int | None:
+    """A fault inside a boosted slot variant: put the PC back at the probed instruction,
+    tell the fault handlers and return the probed address (``None``: not in one)."""
+    point = _boost_owner(m, regs.pc)
+    if point is None:
+        return None
+    regs.pc = point.address
+    m.emit("slot-fault", point.address, repr(error))
+    for probe in _live(point):
+        if probe.fault_handler is not None:
+            try:
+                probe.fault_handler(probe.data, regs, error)
+            except Exception as err2:
+                m.emit("handler-fault", probe.address, f"fault handler: {err2!r}")
     return point.address
 
 

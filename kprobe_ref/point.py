@@ -31,6 +31,9 @@ class ProbePoint:
     breakpoint: bytes
     slot_addr: int | None = None
     plan: SlotPlan | None = None
+    boost_addr: int | None = None
+    """Where the slot's boosted variant lies (``None`` when the point has none)."""
+    boost_plan: SlotPlan | None = None
     probes: list[Kprobe] = field(default_factory=list)
     armed: bool = False
     retired: bool = False
@@ -50,10 +53,16 @@ class ProbePoint:
         return any(p.enabled for p in self.probes)
 
     def in_slot(self, pc: int) -> bool:
-        """Whether ``pc`` lies inside this point's slot."""
+        """Whether ``pc`` lies inside this point's slot (either variant)."""
         if self.slot_addr is None or self.plan is None:
             return False
-        return self.slot_addr <= pc < self.slot_addr + len(self.plan.code)
+        return self.slot_addr <= pc < self.slot_addr + len(self.plan.code) or self.in_boost(pc)
+
+    def in_boost(self, pc: int) -> bool:
+        """Whether ``pc`` lies inside this point's boosted slot variant."""
+        if self.boost_addr is None or self.boost_plan is None:
+            return False
+        return self.boost_addr <= pc < self.boost_addr + len(self.boost_plan.code)
 
 
 class ProbePointList(dict[int, ProbePoint]):

@@ -194,7 +194,8 @@ class Runner:
         self.image = self.m.load_elf(image)
         self.buffers = [self.m.alloc(page_up(MIN_BUFFER * 16)) for _ in range(BUFFER_SLOTS)]
         self.buffer_size = page_up(MIN_BUFFER * 16)
-        self._writable = [s for s in self.image.segments if "w" in s.perms]
+        self._writable = [(s.vaddr, s.data + bytes(s.memsz - len(s.data)))
+                          for s in self.image.segments if "w" in s.perms]
         self.initial_regs = self.m.regs()
         """The registers every run starts from (the CPU's reset values)."""
 
@@ -205,8 +206,8 @@ class Runner:
         return list(instruction_starts(self.m.isa, start, code)[0])
 
     def _reset(self, case: Case) -> list[int]:
-        for seg in self._writable:
-            self.m.write(seg.vaddr, seg.data + bytes(seg.memsz - len(seg.data)))
+        for vaddr, initial in self._writable:
+            self.m.write(vaddr, initial)
         self.m.set_regs(self.initial_regs)
         ints, slot = [], 0
         for arg in case.args:
@@ -222,7 +223,7 @@ class Runner:
     def _memory(self, case: Case) -> tuple[bytes, ...]:
         nbuf = sum(isinstance(a, Buffer) for a in case.args)
         bufs = [self.m.read(self.buffers[i], self.buffer_size) for i in range(nbuf)]
-        segs = [self.m.read(s.vaddr, s.memsz) for s in self._writable]
+        segs = [self.m.read(vaddr, len(initial)) for vaddr, initial in self._writable]
         return (*bufs, *segs)
 
     def run(self, name: str, case: Case, max_steps: int = RUN_STEPS) -> Outcome:

@@ -236,6 +236,9 @@ class MiniHost:
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
         return None
 
+    def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
+        return False
+
     def read_extra_register(self, name: str) -> int:
         raise KeyError(name)
 

@@ -2,7 +2,7 @@
 
 The obligations of an ISA are those of :mod:`~kprobe_ref.proofs.decode`,
 :mod:`~kprobe_ref.proofs.simulate`, :mod:`~kprobe_ref.proofs.relocate` and
-:mod:`~kprobe_ref.proofs.slots` for each ISA that has a model
+:mod:`~kprobe_ref.proofs.slots` and :mod:`~kprobe_ref.proofs.boost` for each ISA that has a model
 (:data:`kprobe_ref.models.MODULES`) and an implementation (:data:`kprobe_ref.arch.ARCHES`),
 and those of :mod:`~kprobe_ref.proofs.rethook` (return-address hijacking) for every
 implemented ISA.
@@ -22,6 +22,7 @@ from typing import TextIO
 
 from kprobe_ref.arch import ARCHES
 from kprobe_ref.models import MODULES
+from kprobe_ref.proofs.boost import boost_obligations
 from kprobe_ref.proofs.core import Obligation, Result
 from kprobe_ref.proofs.decode import decode_obligations
 from kprobe_ref.proofs.relocate import relocate_obligations
@@ -47,6 +48,7 @@ def all_obligations(arch: str | None = None) -> list[Obligation]:
             out += simulate_obligations(isa)
             out += relocate_obligations(isa)
             out += slot_obligations(isa)
+            out += boost_obligations(isa)
         if isa in ARCHES:
             out += rethook_obligations([isa])
     return out

@@ -282,9 +282,10 @@ def test_uprobe_and_uretprobe_in_a_spawned_process() -> None:
 
 def test_brk_traps_and_fp_on_unicorn() -> None:
     m, syms, _ = kernel()
-    register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(syms["a64_leaf"]))
+    post = ProbeBuilder().with_post_handler(lambda d, r: None)  # two traps: no boost
+    register_kprobe(m.manager, m.points, post.with_symbol_addr(syms["a64_leaf"]))
     stepped = register_kprobe(
-        m.manager, m.points, ProbeBuilder().with_symbol_addr(syms["a64_leaf"]).with_offset(4)
+        m.manager, m.points, post.with_symbol_addr(syms["a64_leaf"]).with_offset(4)
     )
     assert m.call(syms["a64_b_bl"], 1) == 5 + 7 + 0x20 + 0x1000
     assert stepped.nhit == 1

@@ -212,12 +212,23 @@ def test_tracer_sees_hit_slot_step_and_simulation() -> None:
     m = machine()
     events: list[ProbeEvent] = []
     m.manager.tracers.append(events.append)
-    probe(m, 3)   # stepped
+    probe(m, 3, post_handler=lambda d, r: None)   # stepped, two traps
     probe(m, 7)   # simulated call
     m.call(BASE, 0)
     kinds = [(e.kind, e.address - BASE) for e in events if e.kind != "slot-prepared"]
     assert kinds == [("hit", 3), ("slot", 3), ("step-done", 3), ("hit", 7), ("simulated", 7)]
     assert m.trap_count == 3
+
+
+def test_tracer_sees_a_boosted_step_without_a_second_trap() -> None:
+    m = machine()
+    events: list[ProbeEvent] = []
+    m.manager.tracers.append(events.append)
+    probe(m, 3)   # stepped, pre-handler only
+    m.call(BASE, 0)
+    kinds = [(e.kind, e.address - BASE) for e in events if e.kind != "slot-prepared"]
+    assert kinds == [("hit", 3), ("boosted", 3)]
+    assert m.trap_count == 1
 
 
 def test_register_and_unregister_on_code_that_already_ran() -> None:
@@ -248,21 +259,30 @@ def test_unregister_from_inside_its_own_handler() -> None:
     assert not m.manager.debug_list and not m.points
 
 
-def test_unregister_while_its_slot_is_being_stepped() -> None:
+@pytest.mark.parametrize("kind", ["slot", "boosted"])
+def test_unregister_while_its_slot_is_being_stepped(kind: str) -> None:
     """A probe removed between its breakpoint and its end-of-step trap (here by another
-    probe's handler, from a nested call on a different path) keeps its slot until the step
-    ends; the slot is freed after."""
+    probe's handler, from a nested call on a different path), or just before a boosted
+    step, keeps its slot until no CPU can be inside it; the slot is freed after."""
     m = machine()
-    h = probe(m, 3)
+    h = probe(m, 3, post_handler=lambda d, r: None) if kind == "slot" else probe(m, 3)
     point = m.points[BASE + 3]
     slot = point.slot_addr
-    m.manager.tracers.append(
-        lambda e: unregister_kprobe(m.manager, m.points, h) if e.kind == "slot" else None  # type: ignore[arg-type]
-    )
+    freed: list[int] = []
+    free = m.free_kernel_exec_memory
+    m.free_kernel_exec_memory = lambda a: (freed.append(a), free(a))  # type: ignore[method-assign]
+
+    def unregister(e: ProbeEvent) -> None:
+        if e.kind == kind:
+            unregister_kprobe(m.manager, m.points, h)  # type: ignore[arg-type]
+            assert not freed  # the CPU is about to enter the slot
+
+    m.manager.tracers.append(unregister)
     assert m.call(BASE, 3) == f(3)
     assert point.retired and point.busy == 0
     assert not m.manager.debug_list
     assert slot is not None and m.read(BASE, len(CODE)) == CODE
+    assert freed == [slot] and not m.manager.slot_garbage
 
 
 def test_simulated_access_fault_is_reported_at_the_probed_address() -> None:

@@ -68,3 +68,48 @@ def test_x86_jng_jnle_with_and_fails_the_simulate_obligation(
     result = _only(simulate_obligations("x86_64"), "simulate", klass).check()
     assert not result.proved and result.counterexample is not None
     assert int(result.counterexample["opcode"], 16) & 0xE == 0xE
+
+
+def _boost(isa: str, klass: str, **kw: object) -> Obligation:
+    from kprobe_ref.proofs.boost import boost_obligations
+
+    (ob,) = [o for o in boost_obligations(isa, **kw) if o.klass == klass]  # type: ignore[arg-type]
+    return ob
+
+
+def test_a_boost_reach_rule_wider_than_b_fails_jump_lands() -> None:
+    from kprobe_ref import bits
+
+    def too_wide(at: BV, target: BV) -> Cond:  # +-256 MiB: imm26 words cannot say it
+        off = bits.sub(target, at)
+        return bits.eq(bits.sext(bits.extract(off, 28, 0), 29), off)
+
+    result = _boost("aarch64", "jump-lands", reaches=too_wide).check()
+    assert not result.proved and result.counterexample is not None
+
+
+def test_a_boost_reach_rule_narrower_than_jal_fails_jump_reach() -> None:
+    from kprobe_ref import bits
+
+    def too_narrow(at: BV, target: BV) -> Cond:  # +-512 KiB: half of what jal reaches
+        off = bits.sub(target, at)
+        return bits.eq(bits.sext(bits.extract(off, 19, 0), 20), off)
+
+    result = _boost("riscv64", "jump-reach", reaches=too_narrow).check()
+    assert not result.proved and result.counterexample is not None
+
+
+def test_a_loongarch_b_with_its_offset_halves_swapped_fails_jump_lands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kprobe_ref import bits
+    from kprobe_ref.arch.loongarch64 import slot as la_slot
+
+    def swapped(at: BV, target: BV) -> BV:
+        off = bits.sub(target, at)
+        high = bits.shl(bits.extract(off, 27, 18), 10, 32)
+        return bits.or_(bits.or_(0x5000_0000, high, 32), bits.extract(off, 17, 2), 32)
+
+    monkeypatch.setattr(la_slot, "jump_word", swapped)
+    result = _boost("loongarch64", "jump-lands").check()
+    assert not result.proved and result.counterexample is not None

@@ -33,6 +33,12 @@ class ArchOps(Protocol):
     """Bytes of executable memory one out-of-line slot takes."""
     slot_reach: int
     """How far (in bytes, either way) a kernel slot may be from the probed code."""
+    boost_offset: int
+    """Where, inside a slot of ``slot_size`` bytes, the boosted variant starts (the
+    two-trap variant starts at 0)."""
+    boost_reach: int
+    """How far (in bytes, either way) a kernel slot may lie from the probed code for its
+    boost jump back to reach; a host prefers slots within it but never needs them."""
     variable_length: bool
     """Whether instruction boundaries must be found by decoding from a function start."""
     stack_align: int
@@ -67,6 +73,13 @@ class ArchOps(Protocol):
         """Build the out-of-line slot for a ``STEP_OUT_OF_LINE`` instruction placed at
         ``slot_addr``; raise :class:`~kprobe_ref.errors.OutOfReach` if a relocated operand
         cannot reach its target from there."""
+
+    def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
+        """Build the boosted variant of a ``STEP_OUT_OF_LINE`` instruction's slot placed at
+        ``slot_addr``: the instruction as :meth:`build_slot` relocates it for that address,
+        followed by a jump to the next instruction.  ``None`` when the instruction may not
+        be boosted, its slot needs a scratch register, or the jump cannot reach (the probe
+        then takes two traps; boosting never refuses a probe)."""
 
     def simulate(self, decoded: Decoded, state: SimState) -> None:
         """Apply a ``SIMULATE`` instruction's effect to ``state``."""

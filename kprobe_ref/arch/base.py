@@ -8,7 +8,9 @@ registration, by the ISA's ``decode`` module:
   returns, PC-relative address computation and literal loads).  No slot is used.
 - ``STEP_OUT_OF_LINE``: the instruction, relocated if it has a PC-relative operand, runs in
   an executable slot followed by an end-of-step breakpoint; the trap at that breakpoint
-  returns to the instruction after the probe.
+  returns to the instruction after the probe.  A stepped instruction may also get a
+  *boosted* slot variant that ends with a jump back to the next instruction instead of the
+  breakpoint (one trap per hit), used when nothing needs the second trap (``docs/boost.md``).
 
 Simulation rules read and write architectural state only through :class:`SimState`, so the
 same rule runs on a concrete trap frame and, in the proofs, on Z3 terms.
@@ -98,6 +100,10 @@ class SlotPlan:
     rule: str
     scratch: str | None = None
     scratch_value: int = 0
+    boosted: bool = False
+    """A boosted variant: the slot ends with a jump to ``probe address + resume_delta``
+    instead of a breakpoint (``break_offset`` is then where that jump starts), so leaving it
+    takes no trap and it never borrows a scratch register."""
 
 
 class SimState(Protocol):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +87,12 @@ class Cpu(Protocol):
 
     def reg_write(self, name: str, value: int) -> None:
         """Set a register (the value is taken modulo its width)."""
+
+    def reg_read_many(self, names: Sequence[str]) -> list[int]:
+        """Read several 64-bit registers at once (one call into the emulator)."""
+
+    def reg_write_many(self, items: Sequence[tuple[str, int]]) -> None:
+        """Write several 64-bit registers at once."""
 
     def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
         """Execute from ``pc`` until a stop; ``steps`` counts executed instructions."""

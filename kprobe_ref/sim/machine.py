@@ -26,11 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
-from kprobe_ref.errors import KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
 from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
 from kprobe_ref.manager import (
     ProbeManager,
+    collect_slot_garbage,
     kprobe_abort,
     kprobe_fault_handler,
     kprobe_handler_from_break,
@@ -41,6 +42,7 @@ from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
+from kprobe_ref.sim.frame import FrameLayout, trap_frame, write_back
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
 __all__ = ["DEFAULT_MAX_STEPS", "Machine", "Process"]
@@ -89,6 +91,7 @@ class Machine:
         self.isa = isa
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
+        self._layout = FrameLayout(self.arch.regs_class, self.arch.cpu_regs)
         self.kernel = self._new_space(None)
         self.kprobe_blacklist: Blacklist | None = None
         """The loaded kernel's kprobe blacklist (``None``: no kernel image loaded)."""
@@ -105,6 +108,8 @@ class Machine:
         self._current: AddressSpace = self.kernel
         self._depth = 0
         self._active: list[AddressSpace] = []
+        self._preempted: list[tuple[AddressSpace, int]] = []
+        """(address space, PC) of every context a nested call has set aside."""
         self.images: list[Image] = []
 
     # -- set-up ------------------------------------------------------------------------------
@@ -187,14 +192,12 @@ class Machine:
     # -- registers -----------------------------------------------------------------------------
     def _read_regs(self, space: AddressSpace) -> PtRegs:
         regs = self.arch.regs_class()
-        cpu = space.cpu
-        for field, name in self.arch.cpu_regs.items():
-            regs.set(field, cpu.reg_read(name))
+        self._layout.fill(regs, space.cpu.reg_read_many(self._layout.cpu_names))
         return regs
 
     def _write_regs(self, space: AddressSpace, regs: PtRegs) -> None:
-        for field, name in self.arch.cpu_regs.items():
-            space.cpu.reg_write(name, regs.get(field))
+        layout = self._layout
+        space.cpu.reg_write_many(list(zip(layout.cpu_names, layout.values(regs), strict=True)))
 
     def regs(self) -> PtRegs:
         """The kernel CPU's registers as a ``pt_regs`` frame."""
@@ -209,7 +212,11 @@ class Machine:
             max_steps: int = DEFAULT_MAX_STEPS) -> int:
         """Run kernel code from ``pc`` until the PC is in ``stop_at`` (checked before each
         instruction); returns that PC.  Traps are delivered on the way."""
-        return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
+        try:
+            return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
+        finally:
+            if self._depth == 0:
+                self._quiesce(self.kernel)
 
     def _run(self, space: AddressSpace, pc: int, stop_at: frozenset[int], max_steps: int) -> int:
         outer = self._current
@@ -260,20 +267,27 @@ class Machine:
         reclaim_instances(manager, unwound)
 
     def _deliver_break(self, space: AddressSpace, stop: Stop) -> int:
-        regs = self._read_regs(space)
-        regs.pc = self.arch.trap_pc(stop.pc)
+        """Hand a breakpoint trap to the engine on a lazily synchronised frame
+        (:mod:`kprobe_ref.sim.frame`); return where the CPU resumes."""
+        cpu, layout = space.cpu, self._layout
+        regs = trap_frame(layout, self.arch.trap_pc(stop.pc),
+                          lambda: cpu.reg_read_many(layout.cpu_names))
         self.trap_count += 1
+        if not self._dispatch_break(space, regs):
+            raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
+        write_back(layout, regs, cpu.reg_write_many)
+        return regs.pc
+
+    def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
+        """Call the engine's break and end-of-step entry points; ``True`` when one of them
+        handled the trap."""
         manager = self._manager(space)
         try:
-            handled = kprobe_handler_from_break(manager, regs) or kprobe_handler_from_debug(
+            return kprobe_handler_from_break(manager, regs) or kprobe_handler_from_debug(
                 manager, regs
             )
         except SimulatedFault as exc:
             raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
-        if not handled:
-            raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
-        self._write_regs(space, regs)
-        return regs.pc
 
     def _deliver_fault(self, space: AddressSpace, stop: Stop) -> None:
         regs = self._read_regs(space)
@@ -305,6 +319,8 @@ class Machine:
         if level >= NESTED_STACKS:
             raise KprobeError(f"calls nested deeper than {NESTED_STACKS} levels")
         saved = space.cpu.save_context() if level else None
+        if saved is not None:
+            self._preempted.append((space, self._pc_of(space)))
         self._depth += 1
         try:
             sp = STACK_TOP - level * 2 * STACK_SIZE - 0x100
@@ -317,7 +333,15 @@ class Machine:
         finally:
             self._depth -= 1
             if saved is not None:
+                self._preempted.pop()
                 space.cpu.restore_context(saved)
+            else:
+                self._quiesce(space)
+
+    def _quiesce(self, space: AddressSpace) -> None:
+        """Outside every run: a quiescent state, where released slots no CPU is in are
+        freed (the end of a grace period)."""
+        collect_slot_garbage(self._manager(space))
 
     def _push_return(self, space: AddressSpace, sp: int) -> int:
         if self.arch.link_register is not None:
@@ -360,12 +384,31 @@ class Machine:
         return sorted(found)
 
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
-        reach = self.arch.slot_reach
-        lo, hi = max(PAGE, near - reach), min(1 << 47, near + reach)
+        """Executable memory within the ISA's slot reach of ``near``, preferably within its
+        boost reach (so the slot's jump back reaches the code; never required)."""
+        why = "the kernel's out-of-line slots and trampolines"
+        chunk = max(size, self.arch.slot_size)
         if near == 0:
-            lo, hi = 0x3000_0000, 1 << 47
-        return self.kernel.alloc_exec(lo, hi, max(size, self.arch.slot_size),
-                                      "the kernel's out-of-line slots and trampolines")
+            return self.kernel.alloc_exec(0x3000_0000, 1 << 47, chunk, why)
+        boost = self.arch.boost_reach
+        try:
+            return self.kernel.alloc_exec(max(PAGE, near - boost), min(1 << 47, near + boost),
+                                          chunk, why)
+        except InvalidAddress:
+            reach = self.arch.slot_reach
+            return self.kernel.alloc_exec(max(PAGE, near - reach), min(1 << 47, near + reach),
+                                          chunk, why)
+
+    def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
+        """The machine knows where its CPU is: the address space's current PC and the PCs
+        of the contexts nested calls have set aside (a run stopped by ``stop_at`` or a step
+        limit leaves its PC where it stopped, like a preempted task)."""
+        space = self._space(pid)
+        pcs = [self._pc_of(space)] + [pc for sp, pc in self._preempted if sp is space]
+        return any(addr <= pc < addr + size for pc in pcs)
+
+    def _pc_of(self, space: AddressSpace) -> int:
+        return space.cpu.reg_read(self.arch.cpu_regs[self.arch.regs_class.PC])
 
     def free_kernel_exec_memory(self, addr: int) -> None:
         self.kernel.free_exec(addr)

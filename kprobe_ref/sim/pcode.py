@@ -1141,6 +1141,15 @@ class PcodeCpu:
             return
         self.state.regs.write(vn.offset, vn.size, value)
 
+    def reg_read_many(self, names: Sequence[str]) -> list[int]:
+        """Read several registers."""
+        return [self.reg_read(n) for n in names]
+
+    def reg_write_many(self, items: Sequence[tuple[str, int]]) -> None:
+        """Write several registers."""
+        for name, value in items:
+            self.reg_write(name, value)
+
     def register_names(self) -> tuple[str, ...]:
         """The architectural register names (any SLEIGH name is accepted as well)."""
         extra = {"x86_64": ("rflags",), "aarch64": ("nzcv",)}.get(self.isa, ())

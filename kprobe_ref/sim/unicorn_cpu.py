@@ -17,13 +17,16 @@ own hooks, so every event the machine must handle stops the CPU and is returned 
 
 from __future__ import annotations
 
+import ctypes
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import unicorn
 from unicorn import arm64_const as a64
 from unicorn import riscv_const as rv
 from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
 
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
 
@@ -110,6 +113,7 @@ class UnicornCpu:
         self._max = 0
         self._steps = 0
         self._fault_addr: int | None = None
+        self._batches: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
@@ -142,6 +146,36 @@ class UnicornCpu:
     def reg_write(self, name: str, value: int) -> None:
         bits = 128 if name.startswith(("xmm", "q")) else 64
         self.uc.reg_write(self._regs[name], value & ((1 << bits) - 1))
+
+    def reg_read_many(self, names: Sequence[str]) -> list[int]:
+        ids, vals, ptrs = self._batch(tuple(names))
+        ctypes.memset(vals, 0, ctypes.sizeof(vals))
+        status = uclib.uc_reg_read_batch(self.uc._uch, ids, ptrs, len(ids))
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return list(vals)
+
+    def reg_write_many(self, items: Sequence[tuple[str, int]]) -> None:
+        names = tuple(n for n, _ in items)
+        ids, vals, ptrs = self._batch(names)
+        for i, (_, value) in enumerate(items):
+            vals[i] = value & _NEVER
+        status = uclib.uc_reg_write_batch(self.uc._uch, ids, ptrs, len(ids))
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+
+    def _batch(self, names: tuple[str, ...]) -> tuple[Any, Any, Any]:
+        """Register ids, a 64-bit value array and pointers into it for ``names`` (built
+        once per list of names)."""
+        got = self._batches.get(names)
+        if got is None:
+            n = len(names)
+            ids = (ctypes.c_int * n)(*(self._regs[x] for x in names))
+            vals = (ctypes.c_uint64 * n)()
+            base = ctypes.addressof(vals)
+            ptrs = (ctypes.c_void_p * n)(*(base + 8 * i for i in range(n)))
+            got = self._batches[names] = (ids, vals, ptrs)
+        return got
 
     def register_names(self) -> tuple[str, ...]:
         """Every register name this backend knows."""

@@ -7,14 +7,27 @@ the end-of-step breakpoint.  No relocation exists: every LoongArch instruction t
 the PC is simulated or refused by the decode table, so a stepped word computes the same
 result at any address and the slot needs no reach.  After the step the PC resumes at the
 probe address plus 4.
+
+Boosted variant (``docs/boost.md``): ``[insn, b next]`` at :data:`BOOST_OFFSET`.  ``b``
+reaches +-128 MiB (offs26, in words) and writes no register, so the variant exists when the
+slot lies within :data:`BOOST_REACH` of the code; otherwise the probe takes two traps.
 """
 
 from __future__ import annotations
 
+from kprobe_ref import bits
 from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
 from kprobe_ref.arch.loongarch64.encoding import BREAK_KPROBE_STEP, BREAK_UPROBE_STEP
+from kprobe_ref.bits import BV, Cond
 
-__all__ = ["SLOT_SIZE", "build_slot", "step_break"]
+__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
+           "jump_reaches", "jump_word", "step_break"]
+
+BOOST_OFFSET = 8
+"""The boosted variant's place in a slot: after the two-trap variant's 8 bytes."""
+BOOST_REACH = (1 << 27) - (1 << 20)
+"""How far from the code a kernel slot may lie for ``b`` back to reach (128 MiB less a
+margin for the code's own extent)."""
 
 SLOT_SIZE = 16
 """Bytes one slot takes: the word and the breakpoint, rounded up."""
@@ -30,3 +43,31 @@ def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:
     (any 4-aligned address)."""
     assert d.verdict is Verdict.STEP_OUT_OF_LINE
     return SlotPlan(d.raw + step_break(user), 4, 4, "copy")
+
+
+def jump_reaches(at: BV, target: BV) -> Cond:
+    """Whether ``b`` at ``at`` can land on ``target``: the distance is a multiple of 4 in
+    [-2**27, 2**27)."""
+    off = bits.sub(target, at)
+    return bits.b_and(bits.eq(bits.extract(off, 1, 0), 0, 2),
+                      bits.eq(bits.sext(bits.extract(off, 27, 0), 28), off))
+
+
+def jump_word(at: BV, target: BV) -> BV:
+    """The 32-bit word of ``b target`` placed at ``at``: opcode ``010100``,
+    ``inst[25:10] = offs[17:2]``, ``inst[9:0] = offs[27:18]``."""
+    off = bits.sub(target, at)
+    low = bits.shl(bits.extract(off, 17, 2), 10, 32)
+    return bits.or_(bits.or_(0x5000_0000, low, 32), bits.extract(off, 27, 18), 32)
+
+
+def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
+    """The boosted variant ``[insn, b next]`` placed at ``slot_addr``, or ``None`` when
+    ``b`` cannot reach the next instruction from there."""
+    assert d.verdict is Verdict.STEP_OUT_OF_LINE
+    at, target = slot_addr + 4, (d.address + 4) & bits.mask(64)
+    if not jump_reaches(at, target):
+        return None
+    jump = jump_word(at, target)
+    assert isinstance(jump, int)
+    return SlotPlan(d.raw + jump.to_bytes(4, "little"), 4, 4, "copy+jump", boosted=True)

@@ -30,6 +30,8 @@ class Riscv64:
     max_insn_len = 4
     slot_size = slot.SLOT_SIZE
     slot_reach = 1 << 63
+    boost_offset = slot.BOOST_OFFSET
+    boost_reach = slot.BOOST_REACH
     variable_length = True
     stack_align = 16
     link_register: str | None = "x1"
@@ -55,6 +57,9 @@ class Riscv64:
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         return slot.build_slot(decoded, slot_addr, user)
+
+    def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
+        return slot.build_boosted_slot(decoded, slot_addr, user)
 
     def simulate(self, decoded: Decoded, state: SimState) -> None:
         simulate.simulate(decoded, state)

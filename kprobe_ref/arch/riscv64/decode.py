@@ -215,16 +215,22 @@ def classify(code: bytes) -> tuple[Verdict, str, str]:
     return Verdict.STEP_OUT_OF_LINE, "plain", "no-pc-use"
 
 
+@lru_cache(maxsize=1 << 16)
+def _klass(w: int, width: int) -> str | None:
+    """The class of the ``width``-bit instruction ``w`` (cached: sequence scans ask about
+    the same words again and again)."""
+    row = lookup(w, width)
+    return None if row is None else row.klass
+
+
 def is_lr(code: bytes) -> bool:
     """Whether ``code`` starts with LR.W or LR.D."""
-    d = lookup(enc.word(code), 8 * enc.length(code))
-    return d is not None and d.klass == "lr"
+    return _klass(enc.word(code), 8 * enc.length(code)) == "lr"
 
 
 def is_sc(code: bytes) -> bool:
     """Whether ``code`` starts with SC.W or SC.D."""
-    d = lookup(enc.word(code), 8 * enc.length(code))
-    return d is not None and d.klass == "sc"
+    return _klass(enc.word(code), 8 * enc.length(code)) == "sc"
 
 
 def sequence_hazard(code: bytes, start: int, addr: int, window: int = 32) -> str | None:

@@ -25,8 +25,10 @@ class X86_64:
     regs_class: type[PtRegs] = regs.X86PtRegs
     insn_align = 1
     max_insn_len = 15
-    slot_size = 32
+    slot_size = 64
     slot_reach = (1 << 31) - (1 << 20)
+    boost_offset = slot.BOOST_OFFSET
+    boost_reach = slot.BOOST_REACH
     variable_length = True
     stack_align = 16
     link_register: str | None = None
@@ -52,6 +54,9 @@ class X86_64:
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         return slot.build_slot(decoded, slot_addr, user)
+
+    def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
+        return slot.build_boosted_slot(decoded, slot_addr, user)
 
     def simulate(self, decoded: Decoded, state: SimState) -> None:
         simulate.simulate(decoded, state)
