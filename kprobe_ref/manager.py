@@ -459,7 +459,20 @@ def _detach_failed(
     if created:
         del points[point.address]
         m.break_list.pop(point.address, None)
-        _release_point(m, point)
+        _discard_point(m, point)
+
+
+def _discard_point(m: ProbeManager, point: ProbePoint) -> None:
+    """Forget a point that was never armed and free its slot at once: no CPU can have
+    entered a slot whose breakpoint was never written, so no grace period is needed."""
+    brk = point.step_break_addr
+    if brk is not None:
+        m.debug_list.pop(brk, None)
+    if point.boost_addr is not None:
+        m.boost_owner.pop(point.boost_addr, None)
+    if point.slot_addr is not None:
+        _free_slot(m, point.slot_addr)
+    point.slot_addr = point.boost_addr = None
 
 
 def _check_mode(m: ProbeManager, builder: ProbeBuilder) -> None:

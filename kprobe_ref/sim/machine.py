@@ -222,6 +222,7 @@ class Machine:
         outer = self._current
         self._current = space
         mark = self._run_mark(space)
+        space.abandoned_pc = None
         self._active.append(space)
         try:
             return self._run_loop(space, pc, stop_at, max_steps)
@@ -265,6 +266,8 @@ class Machine:
         unwound = space.instances[mark[1]:]
         del space.instances[mark[1]:]
         reclaim_instances(manager, unwound)
+        space.abandoned_pc = self._pc_of(space)
+        collect_slot_garbage(manager)
 
     def _deliver_break(self, space: AddressSpace, stop: Stop) -> int:
         """Hand a breakpoint trap to the engine on a lazily synchronised frame
@@ -404,7 +407,10 @@ class Machine:
         of the contexts nested calls have set aside (a run stopped by ``stop_at`` or a step
         limit leaves its PC where it stopped, like a preempted task)."""
         space = self._space(pid)
-        pcs = [self._pc_of(space)] + [pc for sp, pc in self._preempted if sp is space]
+        here = self._pc_of(space)
+        pcs = [pc for sp, pc in self._preempted if sp is space]
+        if here != space.abandoned_pc:  # an aborted run's PC holds no task
+            pcs.append(here)
         return any(addr <= pc < addr + size for pc in pcs)
 
     def _pc_of(self, space: AddressSpace) -> int:

@@ -69,6 +69,8 @@ class AddressSpace:
         self.exec_areas: list[ExecArea] = []
         self.reserved: list[tuple[int, int, str]] = []
         self.instances: list[RetprobeInstance] = []
+        self.abandoned_pc: int | None = None
+        """Where an aborted run left the CPU: a PC no task will continue from."""
         self.xol_base = 0
         """Where a process's out-of-line slot area goes."""
 
