@@ -40,6 +40,7 @@ from tests.catalogue import CATALOGUE, FIELD, Row, find_sites, missing_test, rea
 
 THIS = "tests/test_error_catalogue.py::test_bad_input_example"
 BASE = 0x40_0000
+KTEXT = 0xFFFF_FFFF_8100_0000
 X86 = bytes.fromhex(
     "4889f8"          # 0x00 f: mov rax, rdi
     "4883c001"        # 0x03    add rax, 1
@@ -225,6 +226,122 @@ def machine_error() -> tuple[int, str]:
     return cli_raising(GuestFault(0x1000, "undefined instruction"))
 
 
+def tmp_file(data: bytes, name: str = "vmlinux") -> Path:
+    path = Path(__import__("tempfile").mkdtemp()) / name
+    path.write_bytes(data)
+    return path
+
+
+def kernel_file(machine: int = 62) -> Path:
+    """A kernel-shaped image (section headers and symbols only) with one function."""
+    from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, KernelImage, Sec
+
+    k = KernelImage(machine, sections=[Sec(".text", KTEXT, b"\x90" * 16, SHF_ALLOC | SHF_EXEC)])
+    k.sym("f", KTEXT, 16)
+    return tmp_file(k.build())
+
+
+def kernel_elf(data: bytes | None = None) -> Any:
+    from kprobe_ref.kernel.elfscan import KernelElf
+
+    return KernelElf(kernel_file() if data is None else tmp_file(data))
+
+
+def kernel_read_outside() -> None:
+    kelf = kernel_elf()
+    try:
+        kelf.read(KTEXT + 0x1000, 4)
+    finally:
+        kelf.close()
+
+
+def image_host(call: Callable[[Any], object]) -> None:
+    """``call`` on an ``ImageHost`` over a one-function kernel image."""
+    from kprobe_ref.kernel.host import ImageHost
+
+    kelf = kernel_elf()
+    try:
+        call(ImageHost(kelf, [(KTEXT, 16)], None))
+    finally:
+        kelf.close()
+
+
+def kernel_elf_at(path: str) -> Any:
+    from kprobe_ref.kernel.elfscan import KernelElf
+
+    return KernelElf(path)
+
+
+def trace_call_not_unique() -> None:
+    """``--call twice()`` when two symbols are named ``twice``."""
+    from kprobe_ref.trace.runner import Runner
+
+    runner = Runner.create("x86_64", None)
+    gcd = runner.machine.lookup_symbol("gcd", None)[0]
+    runner.machine.add_symbol("twice", gcd, 4)
+    runner.machine.add_symbol("twice", gcd + 4, 4)
+    runner._function("twice", None)
+
+
+def file_to_vaddr(path: str, offset: int) -> None:
+    from kprobe_ref.trace.session import _file_to_vaddr
+
+    _file_to_vaddr(path, offset)
+
+
+def sweep_without_scheduler() -> tuple[int, str]:
+    """``sweep --scheduler`` when connecting fails: the Dask client raises ``OSError`` (it
+    does after its connect timeout, here without the wait)."""
+    from kprobe_ref.sweep import engine
+
+    def unreachable(*_args: object, **_kw: object) -> list[dict[str, Any]]:
+        raise OSError("Timed out trying to connect to tcp://127.0.0.1:9: timed out")
+
+    saved = engine.sweep
+    engine.sweep = unreachable
+    try:
+        return cli("sweep", "--arch", "aarch64", "--range", "0:0x1000", "--scheduler",
+                   "tcp://127.0.0.1:9", "--results", str(tmp_file(b"").parent))
+    finally:
+        engine.sweep = saved
+
+
+def reloc_length_past_the_bytes() -> tuple[int, str]:
+    """``reloc`` when the length decoder reports more bytes than given.  No bundled decoder
+    does (each reports 0 for bytes that end inside an instruction, explained as a
+    rejection), so a decoder reading an x86_64 ``call rel32`` from its opcode alone stands
+    in."""
+    arch = get_arch("x86_64")
+    cls = type(arch)
+    saved = cls.insn_length
+    cls.insn_length = lambda self, code, addr: 5  # type: ignore[method-assign]
+    try:
+        return cli("reloc", "--arch", "x86_64", "--bytes", "e8", "--addr", "0x401000")
+    finally:
+        cls.insn_length = saved  # type: ignore[method-assign]
+
+
+def reloc_counterexample() -> tuple[int, str]:
+    """``reloc`` on a RIP-relative ``mov`` under a mutated relocation rule that copies the
+    displacement into the slot unchanged: Z3 finds the effective addresses differ."""
+    import z3
+
+    import kprobe_ref.proofs.explain as explain
+    from kprobe_ref.proofs.relocate import rip_claim as saved
+
+    def copied_unchanged(addr: int, slot: int, disp: int, length: int) -> Any:
+        pre, _ = saved(addr, slot, disp, length)
+        d = z3.SignExt(32, z3.BitVecVal(disp, 32))
+        return pre, z3.BitVecVal(slot + length, 64) + d == z3.BitVecVal(addr + length, 64) + d
+
+    setattr(explain, "rip_claim", copied_unchanged)  # noqa: B010
+    try:
+        return cli("reloc", "--arch", "x86_64", "--bytes", "488b0500001000", "--addr",
+                   "0x401000", "--slot", "0x402000")
+    finally:
+        setattr(explain, "rip_claim", saved)  # noqa: B010
+
+
 EXAMPLES: dict[str, Callable[[], object]] = {
     # -- the probe API --------------------------------------------------------------------
     "unknown-isa": lambda: get_arch("mips"),
@@ -331,6 +448,51 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "reloc-arch": lambda: cli("reloc", "--arch", "mips", "--bytes", "90", "--addr", "0"),
     "reloc-hex": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "zz", "--addr", "0"),
     "reloc-empty": lambda: cli("reloc", "--arch", "x86_64", "--bytes", "", "--addr", "0"),
+    # -- symbol names and event callbacks ------------------------------------------------
+    "callback-missing": lambda: ProbeBuilder().with_event_callback(1),
+    "callback-id-not-integer": lambda: ProbeBuilder().with_event_callback(
+        "one", lambda regs: None),  # type: ignore[arg-type]
+    "callback-not-callable": lambda: kprobe(x86(), BASE).register_event_callback(1, None),
+    "symbol-and-address": lambda: register_kprobe(
+        x86().manager, x86().points, ProbeBuilder().with_symbol("f").with_symbol_addr(BASE)),
+    "symbol-not-a-string": lambda: register_kprobe(
+        x86().manager, x86().points, ProbeBuilder().with_symbol(7)),  # type: ignore[arg-type]
+    # -- kernel images --------------------------------------------------------------------
+    "kernel-unreadable": lambda: kernel_elf_at("/nonexistent/vmlinux"),
+    "kernel-empty": lambda: kernel_elf(b""),
+    "kernel-truncated-header": lambda: kernel_elf(b"\x7fELF\x02\x01" + b"\0" * 12),
+    "kernel-not-elf": lambda: kernel_elf(b"MZ" + b"\0" * 62),
+    "kernel-32-bit": lambda: kernel_elf(b"\x7fELF\x01\x01" + b"\0" * 58),
+    "kernel-machine": lambda: kernel_elf(kernel_file(40).read_bytes()),
+    "kernel-read-outside": kernel_read_outside,
+    "image-host-read": lambda: image_host(lambda h: h.read_memory(KTEXT + 8, 16, None)),
+    "image-host-write": lambda: image_host(lambda h: h.write_memory(KTEXT, b"\xcc", None)),
+    "image-host-writeable": lambda: image_host(
+        lambda h: h.set_writeable_for_address(KTEXT, 1, None, lambda: None)),
+    "image-host-alloc": lambda: image_host(lambda h: h.alloc_kernel_exec_memory(KTEXT, 64)),
+    "image-host-free": lambda: image_host(lambda h: h.free_kernel_exec_memory(KTEXT)),
+    "image-host-alloc-user": lambda: image_host(
+        lambda h: h.alloc_user_exec_memory(1, KTEXT, 64)),
+    "image-host-free-user": lambda: image_host(lambda h: h.free_user_exec_memory(1, KTEXT)),
+    "image-host-read-register": lambda: image_host(lambda h: h.read_extra_register("x")),
+    "image-host-write-register": lambda: image_host(
+        lambda h: h.write_extra_register("x", 0)),
+    "image-host-task": lambda: image_host(
+        lambda h: h.insert_kretprobe_instance_to_task(None)),
+    # -- trace ----------------------------------------------------------------------------
+    "trace-call-syntax": lambda: cli("trace", "--call", "gcd(1,,)"),
+    "trace-call-not-unique": trace_call_not_unique,
+    "trace-file-offset-unreadable": lambda: file_to_vaddr("/nonexistent/image.elf", 0),
+    "trace-file-offset-outside": lambda: file_to_vaddr(
+        str(bundled_image("x86_64", "user")), 0x7FFF_FFFF),
+    # -- sweep ----------------------------------------------------------------------------
+    "sweep-width": lambda: cli("sweep", "--arch", "aarch64", "--width", "16"),
+    "sweep-workers": lambda: cli("sweep", "--arch", "aarch64", "--workers", "0"),
+    "sweep-vendor": lambda: cli("sweep", "--arch", "aarch64", "--vendor"),
+    "sweep-scheduler": sweep_without_scheduler,
+    # -- reloc ----------------------------------------------------------------------------
+    "reloc-partial": reloc_length_past_the_bytes,
+    "reloc-counterexample": reloc_counterexample,
 }
 
 
