@@ -93,7 +93,8 @@ def test_a_retired_point_stepped_when_the_run_aborted_frees_its_slot() -> None:
     h = counting_probe(m, 3)
     point = m.points[BASE + 3]
     m.manager.tracers.append(
-        lambda e: unregister_kprobe(m.manager, m.points, h) if e.kind in ("slot", "boosted") else None  # type: ignore[arg-type]
+        lambda e: unregister_kprobe(m.manager, m.points, h)  # type: ignore[arg-type]
+        if e.kind in ("slot", "boosted") else None
     )
     with pytest.raises(StepLimitExceeded):
         m.call(BASE, 3, max_steps=2)  # mov, then the slot's add: stops before its end trap
