@@ -1,9 +1,16 @@
-"""Loading static ELF images into an address space.
+"""Loading static ELF images into an address space at their link addresses.
 
-Only what a relocation-free static image needs: the ``PT_LOAD`` segments (file bytes, then
-zeros up to ``p_memsz``, with the segment's permissions) and the symbol table (functions with
-their sizes, and data objects).  Anything else, a dynamic or relocatable object, another
-ISA, a file that is not ELF, is refused with :class:`~kprobe_ref.errors.InvalidImage`.
+An image is a static executable (``ET_EXEC``) or a self-relocating one (``ET_DYN`` without
+an interpreter, as an arm64 vmlinux linked with ``--no-apply-dynamic-relocs``).  Loaded are
+the ``PT_LOAD`` segments (file bytes, then zeros up to ``p_memsz``, with the segment's
+permissions) anywhere in the address space, virtual address 0 included, and the symbol table
+(functions with their sizes, and data objects).  The ``R_*_RELATIVE`` relocations of an
+``ET_DYN`` image's ``.rela.dyn`` are applied for a load at the link address (each word becomes
+its addend; entries of other types are left as Linux's early relocation code leaves them), so
+the memory equals a booted kernel's before KASLR moves it.  Pages are mapped in coalesced
+runs (one CPU mapping per run of pages with equal permissions), never one map per page.
+Anything else, an image needing an interpreter, a relocatable object, another ISA, a file
+that is not ELF, is refused with :class:`~kprobe_ref.errors.InvalidImage`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ ELF_MACHINES: dict[str, str] = {
 }
 """``e_machine`` -> ISA name."""
 
+RELATIVE_TYPES: dict[str, int] = {
+    "x86_64": 8,  # R_X86_64_RELATIVE
+    "aarch64": 1027,  # R_AARCH64_RELATIVE
+    "riscv64": 3,  # R_RISCV_RELATIVE
+    "loongarch64": 3,  # R_LARCH_RELATIVE
+}
+"""The ISA's ``R_*_RELATIVE`` relocation type: the word at ``r_offset`` becomes load base
+plus ``r_addend`` (the base is 0 for a load at the link address)."""
+
 
 @dataclass
 class Segment:
@@ -56,6 +72,20 @@ class Image:
     """Function symbols with a nonzero size, by name."""
     addresses: dict[str, list[int]] = field(default_factory=dict)
     """Every address of each name: local symbols of several files may share a name."""
+    """Function symbols with a nonzero size, by name; of several static functions with one
+    name (a kernel has many), the first in the symbol table."""
+    function_symbols: list[tuple[int, int, str]] = field(default_factory=list)
+    """Every function symbol with a nonzero size as ``(address, size, name)``, sorted by
+    address: duplicate static names are all kept, told apart by address."""
+    relocations: int = 0
+    """How many ``R_*_RELATIVE`` relocations were applied."""
+    skipped_relocations: int = 0
+    """How many ``.rela.dyn`` entries of other types were left unapplied, as Linux's
+    early relocation code leaves them."""
+
+    def functions_named(self, name: str) -> list[int]:
+        """The addresses of every function called ``name`` (several for static ones)."""
+        return [a for a, _, n in self.function_symbols if n == name]
 
 
 def _perms(flags: int) -> str:
@@ -73,11 +103,56 @@ def _symbols(elf: ELFFile, image: Image) -> None:
             kind, shndx = sym["st_info"]["type"], sym["st_shndx"]
             if not sym.name or shndx == "SHN_UNDEF" or kind not in _KINDS:
                 continue
-            image.symbols[sym.name] = sym["st_value"]
+            is_function = kind == "STT_FUNC" and sym["st_size"] > 0
+            if is_function:
+                image.function_symbols.append((sym["st_value"], sym["st_size"], sym.name))
             image.addresses.setdefault(sym.name, []).append(sym["st_value"])
+            if sym.name in image.symbols and sym.name in image.functions:
+                continue
+            image.symbols[sym.name] = sym["st_value"]
             image.sizes[sym.name] = sym["st_size"]
-            if kind == "STT_FUNC" and sym["st_size"] > 0:
+            if is_function:
                 image.functions[sym.name] = sym["st_value"]
+    image.function_symbols.sort()
+
+
+def _segment_for(image: Image, addr: int, size: int) -> Segment | None:
+    for seg in image.segments:
+        if seg.vaddr <= addr and addr + size <= seg.vaddr + seg.memsz:
+            return seg
+    return None
+
+
+def _apply_relative(elf: ELFFile, image: Image, path: str | Path) -> None:
+    """Apply ``.rela.dyn`` for a load at the link address; any other type is refused."""
+    section = elf.get_section_by_name(".rela.dyn")
+    if section is None or section["sh_size"] == 0:
+        return
+    if section["sh_type"] != "SHT_RELA" or section["sh_entsize"] != 24:
+        raise InvalidImage(f"{path}: .rela.dyn is not a table of 24-byte RELA entries")
+    relative = RELATIVE_TYPES[image.isa]
+    buffers: dict[int, bytearray] = {}
+    for offset, info, addend in struct.iter_unpack("<QQq", section.data()):
+        if info & 0xFFFFFFFF != relative:
+            # As the kernel's own early relocation code: only RELATIVE entries are applied;
+            # any other (R_*_NONE padding, a symbol reference to an undefined weak symbol)
+            # keeps the linked bytes.
+            image.skipped_relocations += 1
+            continue
+        seg = _segment_for(image, offset, 8)
+        if seg is None:
+            raise InvalidImage(f"{path}: relocation at {offset:#x} is outside every segment")
+        buf = buffers.get(id(seg))
+        if buf is None:
+            buf = buffers[id(seg)] = bytearray(seg.data)
+        end = offset - seg.vaddr + 8
+        if end > len(buf):
+            buf.extend(bytes(end - len(buf)))
+        buf[end - 8:end] = (addend & ((1 << 64) - 1)).to_bytes(8, "little")
+        image.relocations += 1
+    for seg in image.segments:
+        if id(seg) in buffers:
+            seg.data = bytes(buffers[id(seg)])
 
 
 MAX_ZERO_FILL = 1 << 28
@@ -194,8 +269,8 @@ def read_image(path: str | Path, isa: str | None = None) -> Image:
         machine = str(elf["e_machine"])
         if elf.elfclass != 64 or not elf.little_endian:
             raise InvalidImage(f"{path}: not a 64-bit little-endian ELF image")
-        if elf["e_type"] != "ET_EXEC":
-            raise InvalidImage(f"{path}: not a static executable ({elf['e_type']})")
+        if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
+            raise InvalidImage(f"{path}: not an executable image ({elf['e_type']})")
         found = ELF_MACHINES.get(machine)
         if found is None:
             raise InvalidImage(f"{path}: unsupported machine {machine}")
@@ -203,12 +278,14 @@ def read_image(path: str | Path, isa: str | None = None) -> Image:
             raise InvalidImage(f"{path} is a {found} image, not {isa}")
         image = Image(str(path), found, elf["e_entry"])
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_DYNAMIC" or seg["p_type"] == "PT_INTERP":
+            if seg["p_type"] == "PT_INTERP":
                 raise InvalidImage(f"{path}: dynamically linked images are not supported")
             if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]:
                 image.segments.append(
                     Segment(seg["p_vaddr"], seg.data(), seg["p_memsz"], _perms(seg["p_flags"]))
                 )
+        if elf["e_type"] == "ET_DYN":
+            _apply_relative(elf, image, path)
         _symbols(elf, image)
     except (ELFError, ValueError, KeyError) as exc:
         raise InvalidImage(f"{path}: not a readable ELF image ({exc})") from None
@@ -238,5 +315,7 @@ def load_image(space: AddressSpace, image: Image) -> None:
         space.map(start, size, perms)
     for seg in image.segments:
         space.cpu.mem_write(seg.vaddr, seg.data)
-    for name, addr in image.functions.items():
-        space.add_function(name, addr, image.sizes[name])
+    for addr, size, name in image.function_symbols:
+        space.add_function(name, addr, size)
+
+

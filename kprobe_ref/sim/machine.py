@@ -12,9 +12,12 @@ back into emulated code (:meth:`Machine.call`): the interrupted CPU context is s
 nested call runs on a stack of its own (never below the interrupted stack pointer: x86_64
 code may keep live data in the red zone), and the context is restored afterwards.
 
-Memory layout of each address space (page-aligned, all below 2**47 so unicorn x86_64 can
-fetch everywhere): the image where it was linked; a page at :data:`RETURN_STOP` that calls
-return to (the run stops before executing it); stacks below :data:`STACK_TOP`; memory from
+Memory layout of each address space (page-aligned): the image where it was linked, in
+either half of the address space, virtual address 0 included; the machine's own pages, placed
+on first use (the first load, hand mapping, host access, call or run) where nothing is
+mapped: a page at :data:`RETURN_STOP` that calls return to (the run stops before executing
+it) and stacks below :data:`STACK_TOP` when those are free, else the lowest free room; memory
+from
 :meth:`Machine.alloc` from :data:`HEAP_BASE`; executable slot areas placed near the code
 they serve (kernel) or at :data:`USER_XOL_BASE` (a process's, as Linux's XOL area lies far
 from the text).
@@ -114,15 +117,33 @@ class Machine:
 
     # -- set-up ------------------------------------------------------------------------------
     def _new_space(self, pid: int | None) -> AddressSpace:
-        space = AddressSpace(make_cpu(self.isa, self.cpu_kind), pid)
-        space.map(RETURN_STOP, PAGE, "rx")
-        bp = self.arch.step_breakpoint(pid is not None)
-        space.cpu.mem_write(RETURN_STOP, bp * (PAGE // len(bp)))
-        space.reserve(RETURN_STOP, PAGE, "the return-stop page of the machine")
-        for level in range(NESTED_STACKS):
-            top = STACK_TOP - level * 2 * STACK_SIZE
-            space.map(top - STACK_SIZE, STACK_SIZE, "rw")
-        return space
+        return AddressSpace(make_cpu(self.isa, self.cpu_kind), pid)
+
+    def _machine_pages(self, space: AddressSpace) -> None:
+        """Place the machine's own pages (return stop, call stacks) on first use, where
+        nothing is mapped: at :data:`RETURN_STOP` and below :data:`STACK_TOP` when those are
+        free, else at the lowest free place (a kernel may load a segment at address 0)."""
+        if space.return_stop is None:
+            stop = RETURN_STOP if space.is_free(RETURN_STOP, PAGE) else space.find_free(
+                PAGE, 1 << 47, PAGE)
+            if stop is None:
+                raise KprobeError(f"no free page for the return stop in {space.where()}")
+            space.map(stop, PAGE, "rx")
+            bp = self.arch.step_breakpoint(space.pid is not None)
+            space.cpu.mem_write(stop, bp * (PAGE // len(bp)))
+            space.reserve(stop, PAGE, "the return-stop page of the machine")
+            space.return_stop = stop
+        if space.stack_top is None:
+            span = 2 * STACK_SIZE * NESTED_STACKS
+            low = STACK_TOP - span + STACK_SIZE
+            base = low if space.is_free(low, span) else space.find_free(PAGE, 1 << 47, span)
+            if base is None:
+                raise KprobeError(f"no free room for call stacks in {space.where()}")
+            top = base + span - STACK_SIZE
+            for level in range(NESTED_STACKS):
+                level_top = top - level * 2 * STACK_SIZE
+                space.map(level_top - STACK_SIZE, STACK_SIZE, "rw")
+            space.stack_top = top
 
     @property
     def cpu(self) -> Cpu:
@@ -133,6 +154,7 @@ class Machine:
         """Load a static ELF image into kernel memory and record its functions."""
         image = read_image(path, self.isa)
         load_image(self.kernel, image)
+        self._machine_pages(self.kernel)
         self.images.append(image)
         if "_stext" in image.symbols and "_etext" in image.symbols:
             self.kprobe_blacklist = kernel_blacklist(path)
@@ -145,20 +167,26 @@ class Machine:
     def map(self, addr: int, size: int, perms: str = "rx") -> None:
         """Map zeroed kernel memory with the given permissions."""
         self.kernel.map(addr, size, perms)
+        self._machine_pages(self.kernel)
 
     def alloc(self, size: int) -> int:
         """Allocate zeroed read-write kernel memory; returns its address."""
-        addr = self._heap
+        self._machine_pages(self.kernel)
+        addr = self.kernel.find_free(self._heap, 1 << 47, size)
+        if addr is None:
+            raise KprobeError(f"no free room for {size:#x} bytes of kernel memory")
         self.kernel.map(addr, size, "rw")
         self._heap = page_up(addr + size) + PAGE
         return addr
 
     def write(self, addr: int, data: bytes) -> None:
         """Write kernel memory as the host, ignoring page permissions."""
+        self._machine_pages(self.kernel)
         self.kernel.write(addr, data, enforce=False)
 
     def read(self, addr: int, n: int) -> bytes:
         """Read kernel memory as the host."""
+        self._machine_pages(self.kernel)
         return self.kernel.read(addr, n)
 
     # -- processes -----------------------------------------------------------------------------
@@ -169,6 +197,7 @@ class Machine:
         pid = self._next_pid
         space = self._new_space(pid)
         load_image(space, image)
+        self._machine_pages(space)
         space.xol_base = xol_base
         self._next_pid += 1
         manager = ProbeManager(self.arch, self, pid)
@@ -205,6 +234,7 @@ class Machine:
 
     def set_regs(self, regs: PtRegs) -> None:
         """Load a ``pt_regs`` frame into the kernel CPU."""
+        self._machine_pages(self.kernel)
         self._write_regs(self.kernel, regs)
 
     # -- running ---------------------------------------------------------------------------------
@@ -212,6 +242,7 @@ class Machine:
             max_steps: int = DEFAULT_MAX_STEPS) -> int:
         """Run kernel code from ``pc`` until the PC is in ``stop_at`` (checked before each
         instruction); returns that PC.  Traps are delivered on the way."""
+        self._machine_pages(self.kernel)
         try:
             return self._run(self.kernel, pc, frozenset(stop_at), max_steps)
         finally:
@@ -321,17 +352,19 @@ class Machine:
         level = self._depth
         if level >= NESTED_STACKS:
             raise KprobeError(f"calls nested deeper than {NESTED_STACKS} levels")
+        self._machine_pages(space)
+        assert space.stack_top is not None
         saved = space.cpu.save_context() if level else None
         if saved is not None:
             self._preempted.append((space, self._pc_of(space)))
         self._depth += 1
         try:
-            sp = STACK_TOP - level * 2 * STACK_SIZE - 0x100
+            sp = space.stack_top - level * 2 * STACK_SIZE - 0x100
             for name, value in zip(regs_class.ARGS, args, strict=False):
                 space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
             sp = self._push_return(space, sp)
             space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
-            self._run(space, addr, frozenset({RETURN_STOP}), max_steps)
+            self._run(space, addr, frozenset({space.return_stop or RETURN_STOP}), max_steps)
             return space.cpu.reg_read(self.arch.cpu_regs[regs_class.RET[0]])
         finally:
             self._depth -= 1
@@ -347,11 +380,12 @@ class Machine:
         collect_slot_garbage(self._manager(space))
 
     def _push_return(self, space: AddressSpace, sp: int) -> int:
+        stop = space.return_stop or RETURN_STOP
         if self.arch.link_register is not None:
-            space.cpu.reg_write(self.arch.link_register, RETURN_STOP)
+            space.cpu.reg_write(self.arch.link_register, stop)
             return sp
         sp -= 8
-        space.write(sp, RETURN_STOP.to_bytes(8, "little"), enforce=False)
+        space.write(sp, stop.to_bytes(8, "little"), enforce=False)
         return sp
 
     # -- KprobeAuxiliaryOps ------------------------------------------------------------------------
@@ -387,6 +421,7 @@ class Machine:
         return sorted(found)
 
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
+        self._machine_pages(self.kernel)
         """Executable memory within the ISA's slot reach of ``near``, preferably within its
         boost reach (so the slot's jump back reaches the code; never required)."""
         why = "the kernel's out-of-line slots and trampolines"
@@ -395,11 +430,11 @@ class Machine:
             return self.kernel.alloc_exec(0x3000_0000, 1 << 47, chunk, why)
         boost = self.arch.boost_reach
         try:
-            return self.kernel.alloc_exec(max(PAGE, near - boost), min(1 << 47, near + boost),
+            return self.kernel.alloc_exec(max(PAGE, near - boost), min(1 << 64, near + boost),
                                           chunk, why)
         except InvalidAddress:
             reach = self.arch.slot_reach
-            return self.kernel.alloc_exec(max(PAGE, near - reach), min(1 << 47, near + reach),
+            return self.kernel.alloc_exec(max(PAGE, near - reach), min(1 << 64, near + reach),
                                           chunk, why)
 
     def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
@@ -421,6 +456,7 @@ class Machine:
 
     def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
         space = self.process(pid).space
+        self._machine_pages(space)
         base = space.xol_base
         return space.alloc_exec(base, base + (1 << 32), max(size, self.arch.slot_size),
                                 f"the out-of-line area of process {pid}")

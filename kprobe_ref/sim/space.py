@@ -73,6 +73,10 @@ class AddressSpace:
         """Where an aborted run left the CPU: a PC no task will continue from."""
         self.xol_base = 0
         """Where a process's out-of-line slot area goes."""
+        self.return_stop: int | None = None
+        """The machine's return-stop page, placed on first use where nothing is mapped."""
+        self.stack_top: int | None = None
+        """The top of the machine's outermost call stack, placed on first use."""
 
     def where(self) -> str:
         return "kernel" if self.pid is None else f"process {self.pid}"
@@ -125,18 +129,22 @@ class AddressSpace:
 
     @contextmanager
     def writable(self, addr: int, size: int) -> Iterator[None]:
-        """Make the pages of a range writable for the duration of the block."""
+        """Make the pages of a range writable to the host for the duration of the block.
+
+        Only the host's view changes: host writes reach the CPU's memory whatever its page
+        protection, so the CPU's mappings are never re-protected (in unicorn, a
+        ``mem_protect`` on part of a region splits it; an arm and disarm per probe would
+        fragment a large kernel's text into thousands of regions).  Guest code keeps seeing
+        its text read-only and executable throughout."""
         pages = list(range(page_down(addr), page_up(addr + max(size, 1)), PAGE))
         saved = {p: self._need(p) for p in pages}
         for p, perms in saved.items():
             if "w" not in perms:
-                self.cpu.protect(p, PAGE, perms + "w")
                 self.perms[p] = perms + "w"
         try:
             yield
         finally:
             for p, perms in saved.items():
-                self.cpu.protect(p, PAGE, perms)
                 self.perms[p] = perms
 
     # -- symbols -------------------------------------------------------------------------------

@@ -98,6 +98,11 @@ class UnicornCpu:
         arch, mode, regs, pc_name = _CONFIG[isa]
         self.isa = isa
         self.uc = unicorn.Uc(arch, mode)
+        if isa == "x86_64":
+            # Virtual TLB mode: addresses translate one to one, without the emulated 4-level
+            # page walk that limits a plain x86_64 unicorn to the low 2**47 bytes; code runs
+            # in the kernel half (0xffffffff81000000) with page permissions still enforced.
+            self.uc.ctl_set_tlb_mode(unicorn.unicorn_const.UC_TLB_VIRTUAL)
         if isa == "aarch64":
             self.uc.ctl_set_cpu_model(unicorn.arm64_const.UC_CPU_ARM64_MAX)
             self._enable_fp()
