@@ -232,6 +232,36 @@ def tmp_file(data: bytes, name: str = "vmlinux") -> Path:
     return path
 
 
+def dyn_image(sh_type: int = 4) -> None:
+    """Read an ET_DYN arm64 image whose one RELATIVE entry lies outside every segment (it
+    has none), its ``.rela.dyn`` section of type ``sh_type`` (4: ``SHT_RELA``)."""
+    from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, KernelImage, Sec
+
+    k = KernelImage(183, e_type=3, relas=[(KTEXT, 1027, 0)],
+                    sections=[Sec(".text", KTEXT, b"\x1f\x20\x03\xd5" * 4, SHF_ALLOC | SHF_EXEC)])
+    k.sym("f", KTEXT, 16)
+    raw = bytearray(k.build())
+    shoff, shnum = struct.unpack_from("<Q", raw, 40)[0], struct.unpack_from("<H", raw, 60)[0]
+    for i in range(shnum):
+        at = shoff + 64 * i
+        if struct.unpack_from("<I", raw, at + 4)[0] == 4:  # the SHT_RELA section
+            struct.pack_into("<I", raw, at + 4, sh_type)
+    read_image(tmp_file(bytes(raw)), "aarch64")
+
+
+def crowded_machine(stacks_only: bool) -> None:
+    """A machine whose kernel address space has no free place for its own pages (the space's
+    free-range queries answer "none"; the return stop's usual page is free when
+    ``stacks_only``)."""
+    from kprobe_ref.sim.machine import RETURN_STOP
+
+    m = Machine("x86_64")
+    m.kernel.is_free = (  # type: ignore[method-assign]
+        lambda addr, _size: stacks_only and addr == RETURN_STOP)
+    m.kernel.find_free = lambda *_a: None  # type: ignore[method-assign]
+    m.alloc(0x1000)
+
+
 def kernel_file(machine: int = 62) -> Path:
     """A kernel-shaped image (section headers and symbols only) with one function."""
     from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, KernelImage, Sec
@@ -395,6 +425,11 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "unreadable-image": lambda: read_image("/nonexistent/image.elf"),
     "elf-32-bit": lambda: load(lambda r: r.__setitem__(4, 1)),
     "elf-not-executable": lambda: load(lambda r: struct.pack_into("<H", r, 16, 1)),
+    "elf-rela-type": lambda: dyn_image(1),
+    "elf-rela-outside": lambda: dyn_image(),
+    "machine-no-return-stop": lambda: crowded_machine(False),
+    "machine-no-stacks": lambda: crowded_machine(True),
+    "machine-alloc-too-large": lambda: Machine("x86_64").alloc(1 << 47),
     "elf-machine": lambda: load(lambda r: struct.pack_into("<H", r, 18, 40)),
     "elf-wrong-isa": lambda: load(lambda r: None, "aarch64"),
     "elf-dynamic": lambda: load(lambda r: _ph(r, 0, "<I", 3)),

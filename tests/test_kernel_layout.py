@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kprobe_ref import ProbeBuilder
 from kprobe_ref.manager import register_kprobe, unregister_kprobe
-from kprobe_ref.sim.elf import _runs
+from kprobe_ref.sim.elf import _page_runs as _runs
 from kprobe_ref.sim.machine import Machine
 from kprobe_ref.sim.unicorn_cpu import UnicornCpu
 
