@@ -39,6 +39,7 @@ from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
+from kprobe_ref.sim.smp import Smp
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
 __all__ = ["DEFAULT_MAX_STEPS", "Machine", "Process"]
@@ -79,9 +80,12 @@ class Process:
 
 
 class Machine:
-    """A simulated computer with one CPU, a kernel address space and user processes."""
+    """A simulated computer with ``cpus`` CPUs (:mod:`kprobe_ref.sim.smp`), a kernel
+    address space and user processes."""
 
-    def __init__(self, isa: str, cpu: str | None = None) -> None:
+    return_stop = RETURN_STOP
+
+    def __init__(self, isa: str, cpu: str | None = None, cpus: int = 1) -> None:
         self.isa = isa
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
@@ -95,6 +99,7 @@ class Machine:
         self._current: AddressSpace = self.kernel
         self._depth = 0
         self.images: list[Image] = []
+        self.smp = Smp(self, cpus)
 
     # -- set-up ------------------------------------------------------------------------------
     def _new_space(self, pid: int | None) -> AddressSpace:
@@ -263,17 +268,45 @@ class Machine:
         saved = space.cpu.save_context() if level else None
         self._depth += 1
         try:
-            sp = STACK_TOP - level * 2 * STACK_SIZE - 0x100
-            for name, value in zip(regs_class.ARGS, args, strict=False):
-                space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
-            sp = self._push_return(space, sp)
-            space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
+            self.prepare_call(space, STACK_TOP - level * 2 * STACK_SIZE - 0x100, args)
             self._run(space, addr, frozenset({RETURN_STOP}), max_steps)
             return space.cpu.reg_read(self.arch.cpu_regs[regs_class.RET[0]])
         finally:
             self._depth -= 1
             if saved is not None:
                 space.cpu.restore_context(saved)
+
+    def prepare_call(self, space: AddressSpace, sp: int, args: tuple[int, ...]) -> int:
+        """Load the arguments, push the return to the return-stop page and set the stack
+        pointer below ``sp``; returns the new stack pointer."""
+        regs_class = self.arch.regs_class
+        for name, value in zip(regs_class.ARGS, args, strict=False):
+            space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
+        sp = self._push_return(space, sp)
+        space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
+        return sp
+
+    # -- several CPUs (kprobe_ref.sim.smp) ----------------------------------------------------
+    def start(self, cpu: int, addr: int, *args: int) -> None:
+        """Begin a call of kernel code at ``addr`` on CPU ``cpu`` without running it."""
+        self.smp.start(cpu, addr, args)
+
+    def step(self, cpu: int, n: int = 1) -> int:
+        """Run up to ``n`` instructions on CPU ``cpu`` (traps and handlers included);
+        returns how many ran."""
+        return self.smp.step(cpu, n)
+
+    def done(self, cpu: int) -> bool:
+        """Whether the call last started on (or migrated to) CPU ``cpu`` has returned."""
+        return self.smp.done(cpu)
+
+    def result(self, cpu: int) -> int:
+        """That call's first return register."""
+        return self.smp.result(cpu)
+
+    def migrate(self, src: int, dst: int) -> None:
+        """Move the task running on CPU ``src`` to the idle CPU ``dst``."""
+        self.smp.migrate(src, dst)
 
     def _push_return(self, space: AddressSpace, sp: int) -> int:
         if self.arch.link_register is not None:
@@ -292,8 +325,16 @@ class Machine:
 
     def set_writeable_for_address(self, addr: int, size: int, pid: int | None,
                                   action: Callable[[], None]) -> None:
-        with self._space(pid).writable(addr, size):
-            action()
+        space = self._space(pid)
+
+        def write() -> None:
+            with space.writable(addr, size):
+                action()
+
+        if pid is None and space.has(addr, size, "x"):
+            self.smp.patching.text_write(addr, size, write)
+        else:
+            write()
 
     def is_executable(self, addr: int, size: int, pid: int | None) -> bool:
         return self._space(pid).has(addr, size, "x")
@@ -309,11 +350,16 @@ class Machine:
         lo, hi = max(PAGE, near - reach), min(1 << 47, near + reach)
         if near == 0:
             lo, hi = 0x3000_0000, 1 << 47
-        return self.kernel.alloc_exec(lo, hi, max(size, self.arch.slot_size),
+        chunk = max(size, self.arch.slot_size)
+        addr = self.kernel.alloc_exec(lo, hi, chunk,
                                       "the kernel's out-of-line slots and trampolines")
+        self.smp.check_unoccupied(addr, chunk)
+        return addr
 
     def free_kernel_exec_memory(self, addr: int) -> None:
-        self.kernel.free_exec(addr)
+        if not any(addr in area.used for area in self.kernel.exec_areas):
+            self.kernel.free_exec(addr)  # raises: not allocated
+        self.smp.grace.defer(addr, lambda: self.kernel.free_exec(addr))
 
     def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
         space = self.process(pid).space
@@ -331,20 +377,27 @@ class Machine:
         self._current.cpu.reg_write(name, value)
 
     def current_cpu(self) -> int:
-        return 0
+        return self.smp.current
 
     def current_task(self) -> int:
+        task = self.smp.running
+        if task is not None and self._current.pid is None:
+            return -task.tid  # kernel tasks of the CPUs; pids are positive
         return 0 if self._current.pid is None else self._current.pid
 
+    def _instances(self) -> list[RetprobeInstance]:
+        mine = self.smp.instances() if self._current.pid is None else None
+        return self._current.instances if mine is None else mine
+
     def insert_kretprobe_instance_to_task(self, instance: RetprobeInstance) -> None:
-        self._current.instances.append(instance)
+        self._instances().append(instance)
 
     def pop_kretprobe_instance_from_task(self) -> RetprobeInstance | None:
-        stack = self._current.instances
+        stack = self._instances()
         return stack.pop() if stack else None
 
     def task_kretprobe_instances(self) -> list[RetprobeInstance]:
-        return list(self._current.instances)
+        return list(self._instances())
 
     # -- observation -------------------------------------------------------------------------------
     def watch(self, addrs: set[int], pid: int | None = None) -> dict[int, int]:
