@@ -24,8 +24,10 @@ The protocols (:attr:`Patcher.enabled` switches them off to show what they preve
   followed by ``text_poke_sync``; a longer replacement of live text is
   :meth:`Patcher.text_poke_bp`: ``int3`` on the first byte, sync, the tail, sync, the first
   byte, sync, a CPU that meets the ``int3`` meanwhile emulating the new instruction.
-- aarch64: ``aarch64_insn_patch_text_nosync`` when old and new are both B, BL, BRK or NOP,
-  ``stop_machine`` (``aarch64_insn_patch_text``) otherwise.
+- aarch64: :meth:`Patcher.patch_text_a64` uses ``aarch64_insn_patch_text_nosync`` when old
+  and new are both B, BL, BRK or NOP and ``stop_machine`` otherwise; arming and disarming a
+  kprobe always go through ``stop_machine`` (``aarch64_insn_patch_text``), as in Linux: a
+  CPU executing the old NOP after ``register_kprobe`` returned would lose the hit.
 - riscv64 and loongarch64: ``stop_machine`` (``patch_text``, ``larch_insn_patch_text``).
 
 In this model every other CPU is always at an instruction boundary between two host
@@ -169,21 +171,30 @@ class Patcher:
         if not self.enabled or len(self.smp.cpus) == 1:
             action()
             return
-        isa = self.m.isa
-        if isa == "x86_64":
+        if self.m.isa == "x86_64":
             action()  # text_poke
             self.sync()  # text_poke_sync
             return
-        if isa == "aarch64" and size == 4:
-            old = int.from_bytes(self.m.kernel.read(addr, 4), "little")
-            action()
-            new = int.from_bytes(self.m.kernel.read(addr, 4), "little")
-            if hotpatch_safe_a64(old) and hotpatch_safe_a64(new):
-                self.nosync_writes += 1  # aarch64_insn_patch_text_nosync
-                return
-            self._leave_stop_machine()
+        action()  # aarch64_insn_patch_text, patch_text, larch_insn_patch_text
+        self._leave_stop_machine()
+
+    def patch_text_a64(self, addr: int, word: int) -> None:
+        """Replace the A64 instruction at ``addr`` by ``word`` under the architecture's rule:
+        ``aarch64_insn_patch_text_nosync`` (no other CPU stops) when the old and the new
+        instruction are both B, BL, BRK or NOP, ``stop_machine`` otherwise.  With the
+        protocol disabled the store is never followed by ``stop_machine``."""
+        if self.m.isa != "aarch64":
+            raise KprobeError("patch_text_a64 is the aarch64 rule")
+        if addr % 4:
+            raise KprobeError(f"A64 instruction address {addr:#x} is not 4-byte aligned")
+        old = int.from_bytes(self.m.kernel.read(addr, 4), "little")
+        store = self._store(addr, (word & 0xFFFF_FFFF).to_bytes(4, "little"))
+        store()
+        if not self.enabled:
             return
-        action()
+        if hotpatch_safe_a64(old) and hotpatch_safe_a64(word):
+            self.nosync_writes += 1
+            return
         self._leave_stop_machine()
 
     def _leave_stop_machine(self) -> None:

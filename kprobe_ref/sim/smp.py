@@ -139,6 +139,11 @@ class Smp:
             raise KprobeError(f"no CPU {index!r} (the machine has {len(self.cpus)})")
         return self.cpus[index]
 
+    def pc(self, index: int) -> int | None:
+        """The PC of the task on CPU ``index`` (``None`` when the CPU is idle)."""
+        task = self.cpu(index).task
+        return None if task is None else task.pc
+
     def live_tasks(self) -> list[Task]:
         """Tasks in flight, on a CPU or waiting to migrate."""
         return [c.task for c in self.cpus if c.task is not None]
