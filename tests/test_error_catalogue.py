@@ -262,6 +262,35 @@ def crowded_machine(stacks_only: bool) -> None:
     m.alloc(0x1000)
 
 
+def smp_machine(isa: str = "x86_64") -> Machine:
+    """A two-CPU machine with one mapped page of code (zeroes) to start calls at."""
+    m = Machine(isa, cpus=2)
+    m.map(SMP_CODE, 0x1000, "rx")
+    return m
+
+
+SMP_CODE = 0x5000_0000
+
+
+def smp_start_twice() -> None:
+    m = smp_machine()
+    m.start(0, SMP_CODE)
+    m.start(0, SMP_CODE)
+
+
+def smp_migrate_to_busy() -> None:
+    m = smp_machine()
+    m.start(0, SMP_CODE)
+    m.start(1, SMP_CODE)
+    m.migrate(0, 1)
+
+
+def poke_twice() -> None:
+    m = smp_machine()
+    m.smp.patching.text_poke_bp(SMP_CODE, bytes.fromhex("0f1f440000"))
+    m.smp.patching.text_poke_bp(SMP_CODE, bytes.fromhex("0f1f440000"))
+
+
 def kernel_file(machine: int = 62) -> Path:
     """A kernel-shaped image (section headers and symbols only) with one function."""
     from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, KernelImage, Sec
@@ -430,6 +459,19 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "machine-no-return-stop": lambda: crowded_machine(False),
     "machine-no-stacks": lambda: crowded_machine(True),
     "machine-alloc-too-large": lambda: Machine("x86_64").alloc(1 << 47),
+    "smp-cpus": lambda: Machine("riscv64", cpus=0),
+    "smp-no-cpu": lambda: Machine("riscv64", cpus=2).step(2),
+    "smp-start-busy": smp_start_twice,
+    "smp-start-args": lambda: smp_machine().start(0, SMP_CODE, *range(20)),
+    "smp-no-result": lambda: Machine("riscv64", cpus=2).result(0),
+    "smp-migrate-idle": lambda: Machine("riscv64", cpus=2).migrate(0, 1),
+    "smp-migrate-busy": smp_migrate_to_busy,
+    "poke-a64-wrong-isa": lambda: smp_machine().smp.patching.patch_text_a64(SMP_CODE, 0),
+    "poke-a64-unaligned": lambda: smp_machine("aarch64").smp.patching.patch_text_a64(
+        SMP_CODE + 2, 0xD503201F),
+    "poke-bp-wrong-isa": lambda: smp_machine("riscv64").smp.patching.text_poke_bp(
+        SMP_CODE, b"\x13\x00\x00\x00"),
+    "poke-bp-twice": poke_twice,
     "elf-machine": lambda: load(lambda r: struct.pack_into("<H", r, 18, 40)),
     "elf-wrong-isa": lambda: load(lambda r: None, "aarch64"),
     "elf-dynamic": lambda: load(lambda r: _ph(r, 0, "<I", 3)),

@@ -46,6 +46,7 @@ from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
 from kprobe_ref.sim.frame import FrameLayout, trap_frame, write_back
+from kprobe_ref.sim.smp import Smp
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
 __all__ = ["DEFAULT_MAX_STEPS", "Machine", "Process"]
@@ -86,11 +87,14 @@ class Process:
 
 
 class Machine:
-    """A simulated computer with one CPU, a kernel address space and user processes."""
+    """A simulated computer with ``cpus`` CPUs (:mod:`kprobe_ref.sim.smp`), a kernel
+    address space and user processes."""
 
-    def __init__(self, isa: str, cpu: str | None = None, strict: bool = False) -> None:
+    def __init__(self, isa: str, cpu: str | None = None, strict: bool = False,
+                 cpus: int = 1) -> None:
         """``strict``: a probe handler's exception propagates out of the run (after the
-        probe state is cleaned up) instead of being logged and absorbed."""
+        probe state is cleaned up) instead of being logged and absorbed.  ``cpus``: how many
+        CPUs share the kernel address space (``m.call`` runs on CPU 0)."""
         self.isa = isa
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
@@ -114,6 +118,7 @@ class Machine:
         self._preempted: list[tuple[AddressSpace, int]] = []
         """(address space, PC) of every context a nested call has set aside."""
         self.images: list[Image] = []
+        self.smp = Smp(self, cpus)
 
     # -- set-up ------------------------------------------------------------------------------
     def _new_space(self, pid: int | None) -> AddressSpace:
@@ -144,6 +149,13 @@ class Machine:
                 level_top = top - level * 2 * STACK_SIZE
                 space.map(level_top - STACK_SIZE, STACK_SIZE, "rw")
             space.stack_top = top
+
+    @property
+    def return_stop(self) -> int:
+        """Where kernel calls return to: the kernel space's return-stop page."""
+        self._machine_pages(self.kernel)
+        assert self.kernel.return_stop is not None
+        return self.kernel.return_stop
 
     @property
     def cpu(self) -> Cpu:
@@ -359,11 +371,8 @@ class Machine:
             self._preempted.append((space, self._pc_of(space)))
         self._depth += 1
         try:
-            sp = space.stack_top - level * 2 * STACK_SIZE - 0x100
-            for name, value in zip(regs_class.ARGS, args, strict=False):
-                space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
-            sp = self._push_return(space, sp)
-            space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
+            assert space.stack_top is not None
+            self.prepare_call(space, space.stack_top - level * 2 * STACK_SIZE - 0x100, args)
             self._run(space, addr, frozenset({space.return_stop or RETURN_STOP}), max_steps)
             return space.cpu.reg_read(self.arch.cpu_regs[regs_class.RET[0]])
         finally:
@@ -378,6 +387,39 @@ class Machine:
         """Outside every run: a quiescent state, where released slots no CPU is in are
         freed (the end of a grace period)."""
         collect_slot_garbage(self._manager(space))
+
+    def prepare_call(self, space: AddressSpace, sp: int, args: tuple[int, ...]) -> int:
+        """Load the arguments, push the return to the return-stop page and set the stack
+        pointer below ``sp``; returns the new stack pointer."""
+        self._machine_pages(space)
+        regs_class = self.arch.regs_class
+        for name, value in zip(regs_class.ARGS, args, strict=False):
+            space.cpu.reg_write(self.arch.cpu_regs[name], value & _MASK)
+        sp = self._push_return(space, sp)
+        space.cpu.reg_write(self.arch.cpu_regs[regs_class.SP], sp)
+        return sp
+
+    # -- several CPUs (kprobe_ref.sim.smp) ----------------------------------------------------
+    def start(self, cpu: int, addr: int, *args: int) -> None:
+        """Begin a call of kernel code at ``addr`` on CPU ``cpu`` without running it."""
+        self.smp.start(cpu, addr, args)
+
+    def step(self, cpu: int, n: int = 1) -> int:
+        """Run up to ``n`` instructions on CPU ``cpu`` (traps and handlers included);
+        returns how many ran."""
+        return self.smp.step(cpu, n)
+
+    def done(self, cpu: int) -> bool:
+        """Whether the call last started on (or migrated to) CPU ``cpu`` has returned."""
+        return self.smp.done(cpu)
+
+    def result(self, cpu: int) -> int:
+        """That call's first return register."""
+        return self.smp.result(cpu)
+
+    def migrate(self, src: int, dst: int) -> None:
+        """Move the task running on CPU ``src`` to the idle CPU ``dst``."""
+        self.smp.migrate(src, dst)
 
     def _push_return(self, space: AddressSpace, sp: int) -> int:
         stop = space.return_stop or RETURN_STOP
@@ -397,8 +439,16 @@ class Machine:
 
     def set_writeable_for_address(self, addr: int, size: int, pid: int | None,
                                   action: Callable[[], None]) -> None:
-        with self._space(pid).writable(addr, size):
-            action()
+        space = self._space(pid)
+
+        def write() -> None:
+            with space.writable(addr, size):
+                action()
+
+        if pid is None and space.has(addr, size, "x"):
+            self.smp.patching.text_write(addr, size, write)
+        else:
+            write()
 
     def is_executable(self, addr: int, size: int, pid: int | None) -> bool:
         return self._space(pid).has(addr, size, "x")
@@ -421,11 +471,17 @@ class Machine:
         return sorted(found)
 
     def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
-        self._machine_pages(self.kernel)
         """Executable memory within the ISA's slot reach of ``near``, preferably within its
-        boost reach (so the slot's jump back reaches the code; never required)."""
-        why = "the kernel's out-of-line slots and trampolines"
+        boost reach (so the slot's jump back reaches the code; never required), and never
+        where a CPU still is."""
+        self._machine_pages(self.kernel)
         chunk = max(size, self.arch.slot_size)
+        addr = self._kernel_exec_near(near, chunk)
+        self.smp.check_unoccupied(addr, chunk)
+        return addr
+
+    def _kernel_exec_near(self, near: int, chunk: int) -> int:
+        why = "the kernel's out-of-line slots and trampolines"
         if near == 0:
             return self.kernel.alloc_exec(0x3000_0000, 1 << 47, chunk, why)
         boost = self.arch.boost_reach
@@ -452,7 +508,9 @@ class Machine:
         return space.cpu.reg_read(self.arch.cpu_regs[self.arch.regs_class.PC])
 
     def free_kernel_exec_memory(self, addr: int) -> None:
-        self.kernel.free_exec(addr)
+        if not any(addr in area.used for area in self.kernel.exec_areas):
+            self.kernel.free_exec(addr)  # raises: not allocated
+        self.smp.grace.defer(addr, lambda: self.kernel.free_exec(addr))
 
     def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
         space = self.process(pid).space
@@ -471,20 +529,27 @@ class Machine:
         self._current.cpu.reg_write(name, value)
 
     def current_cpu(self) -> int:
-        return 0
+        return self.smp.current
 
     def current_task(self) -> int:
+        task = self.smp.running
+        if task is not None and self._current.pid is None:
+            return -task.tid  # kernel tasks of the CPUs; pids are positive
         return 0 if self._current.pid is None else self._current.pid
 
+    def _instances(self) -> list[RetprobeInstance]:
+        mine = self.smp.instances() if self._current.pid is None else None
+        return self._current.instances if mine is None else mine
+
     def insert_kretprobe_instance_to_task(self, instance: RetprobeInstance) -> None:
-        self._current.instances.append(instance)
+        self._instances().append(instance)
 
     def pop_kretprobe_instance_from_task(self) -> RetprobeInstance | None:
-        stack = self._current.instances
+        stack = self._instances()
         return stack.pop() if stack else None
 
     def task_kretprobe_instances(self) -> list[RetprobeInstance]:
-        return list(self._current.instances)
+        return list(self._instances())
 
     # -- observation -------------------------------------------------------------------------------
     def watch(self, addrs: set[int], pid: int | None = None) -> dict[int, int]:
