@@ -19,11 +19,11 @@ same rule runs on a concrete trap frame and, in the proofs, on Z3 terms.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kprobe_ref.bits import BV
+from kprobe_ref.bits import BV, Cond
 
 __all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "bucket_rows", "compile_pattern"]
 
@@ -137,3 +137,18 @@ class SimState(Protocol):
 
     def set_extra(self, name: str, value: BV) -> None:
         """Write state outside ``pt_regs``."""
+
+
+def copy_and_jump(d: Decoded, slot_addr: int, reaches: Callable[[BV, BV], Cond],
+                  jump_word: Callable[[BV, BV], BV]) -> SlotPlan | None:
+    """The boosted slot of a fixed-width ISA placed at ``slot_addr``: the instruction copied
+    unchanged, then the ISA's 32-bit direct jump (``jump_word``) to the instruction after
+    the probe; ``None`` when that jump cannot reach it from the slot (``reaches``)."""
+    assert d.verdict is Verdict.STEP_OUT_OF_LINE
+    at, target = slot_addr + d.length, (d.address + d.length) & ((1 << 64) - 1)
+    if not reaches(at, target):
+        return None
+    jump = jump_word(at, target)
+    assert isinstance(jump, int)
+    return SlotPlan(d.raw + jump.to_bytes(4, "little"), d.length, d.length, "copy+jump",
+                    boosted=True)

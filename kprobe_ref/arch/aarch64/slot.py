@@ -17,8 +17,8 @@ PC, and a fault in the variant is attributed to its probe by the slot address.
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.aarch64.encoding import BRK_STEP, to_bytes
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
+from kprobe_ref.arch.aarch64.encoding import BRK_STEP
+from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict, copy_and_jump
 from kprobe_ref.bits import BV, Cond
 
 __all__ = ["BOOST_OFFSET", "BOOST_REACH", "build_boosted_slot", "build_slot", "jump_reaches",
@@ -56,10 +56,4 @@ def jump_word(at: BV, target: BV) -> BV:
 def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
     """The boosted variant ``[insn, B next]`` placed at ``slot_addr``, or ``None`` when
     ``B`` cannot reach the next instruction from there."""
-    assert d.verdict is Verdict.STEP_OUT_OF_LINE
-    at, target = slot_addr + 4, (d.address + 4) & bits.mask(64)
-    if not jump_reaches(at, target):
-        return None
-    jump = jump_word(at, target)
-    assert isinstance(jump, int)
-    return SlotPlan(d.raw + to_bytes(jump), 4, 4, "copy+jump", boosted=True)
+    return copy_and_jump(d, slot_addr, jump_reaches, jump_word)

@@ -16,7 +16,7 @@ slot lies within :data:`BOOST_REACH` of the code; otherwise the probe takes two 
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict, copy_and_jump
 from kprobe_ref.arch.loongarch64.encoding import BREAK_KPROBE_STEP, BREAK_UPROBE_STEP
 from kprobe_ref.bits import BV, Cond
 
@@ -64,10 +64,4 @@ def jump_word(at: BV, target: BV) -> BV:
 def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
     """The boosted variant ``[insn, b next]`` placed at ``slot_addr``, or ``None`` when
     ``b`` cannot reach the next instruction from there."""
-    assert d.verdict is Verdict.STEP_OUT_OF_LINE
-    at, target = slot_addr + 4, (d.address + 4) & bits.mask(64)
-    if not jump_reaches(at, target):
-        return None
-    jump = jump_word(at, target)
-    assert isinstance(jump, int)
-    return SlotPlan(d.raw + jump.to_bytes(4, "little"), 4, 4, "copy+jump", boosted=True)
+    return copy_and_jump(d, slot_addr, jump_reaches, jump_word)

@@ -17,7 +17,7 @@ host places kernel slots there when it can); otherwise the probe takes two traps
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict, copy_and_jump
 from kprobe_ref.arch.riscv64.encoding import EBREAK
 from kprobe_ref.bits import BV, Cond
 
@@ -62,13 +62,6 @@ def jump_word(at: BV, target: BV) -> BV:
 
 
 def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
-    """The boosted variant ``[insn, jal x0, next]`` placed at ``slot_addr``, or ``None``
-    when ``jal`` cannot reach the next instruction from there."""
-    assert d.verdict is Verdict.STEP_OUT_OF_LINE
-    at, target = slot_addr + d.length, (d.address + d.length) & bits.mask(64)
-    if not jump_reaches(at, target):
-        return None
-    jump = jump_word(at, target)
-    assert isinstance(jump, int)
-    return SlotPlan(d.raw + jump.to_bytes(4, "little"), d.length, d.length, "copy+jump",
-                    boosted=True)
+    """The boosted variant ``[insn, jal x0, next]`` placed at ``slot_addr``, or ``None`` when
+    ``jal`` cannot reach the next instruction from there."""
+    return copy_and_jump(d, slot_addr, jump_reaches, jump_word)
