@@ -13,8 +13,8 @@ import argparse
 import time
 
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.audit import audit_image
-from kprobe_ref.verify import bundled_image, bundled_specs
+from kprobe_ref.tools.audit import audit_image
+from kprobe_ref.tools.verify import bundled_image, bundled_specs
 
 
 def measure(isa: str, jobs: int) -> tuple[int, float, int, float]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
 from kprobe_ref.arch import ARCHES, Verdict
 from kprobe_ref.errors import KprobeError
-from kprobe_ref.verify import Case, Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Case, Runner, bundled_image, bundled_specs
 
 LINUX = {"x86_64": "1 (no PREEMPTION), 0 optprobe", "aarch64": "2", "riscv64": "2",
          "loongarch64": "2"}

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image, load_specs
+from kprobe_ref.tools.verify import bundled_image, load_specs
 from tests.mutations import mutate_elf, mutate_inputs
 
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")

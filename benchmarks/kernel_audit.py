@@ -51,10 +51,10 @@ from pathlib import Path
 
 from kprobe_ref.kernel.blacklist import Kallsyms, build_blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
-from kprobe_ref.kernel.fastpath import FastPath, disagreements
-from kprobe_ref.kernel.host import ImageHost
-from kprobe_ref.kernel.whole import KernelFunction, kernel_functions
 from kprobe_ref.manager import ProbeManager
+from kprobe_ref.tools.kernel_audit.fastpath import FastPath, disagreements
+from kprobe_ref.tools.kernel_audit.host import ImageHost
+from kprobe_ref.tools.kernel_audit.whole import KernelFunction, kernel_functions
 
 OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump",
            "riscv64": "riscv64-linux-gnu-objdump"}

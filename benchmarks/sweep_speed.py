@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kprobe_ref.sweep import engine, plan, report
-from kprobe_ref.sweep.shard import run_shard
+from kprobe_ref.tools.sweep import engine, plan, report
+from kprobe_ref.tools.sweep.shard import run_shard
 
 SLICES = {"aarch64": (32, 0xD500_0000), "riscv64": (32, 0x0000_0000),
           "loongarch64": (32, 0x0000_0000)}

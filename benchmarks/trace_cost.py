@@ -17,8 +17,8 @@ import time
 from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
 from kprobe_ref.arch import ARCHES
 from kprobe_ref.sim import Machine
-from kprobe_ref.trace.session import TraceSession
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.trace.session import TraceSession
+from kprobe_ref.tools.verify import bundled_image
 
 ARG0 = {"x86_64": "di", "aarch64": "x0", "riscv64": "a0", "loongarch64": "r4"}
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from kprobe_ref.arch import ArchOps, SlotPlan, Verdict, get_arch
+from kprobe_ref.arch import ArchOps, SlotPlan, Verdict, get_arch, instruction_starts
 from kprobe_ref.errors import (
     BlacklistedAddress,
     InvalidAddress,
@@ -215,23 +215,6 @@ def _read_code(m: ProbeManager, points: ProbePointList, addr: int) -> bytes:
         where = "kernel" if m.pid is None else f"process {m.pid}"
         raise InvalidAddress(f"{addr:#x} is not mapped executable in {where} memory")
     return points.overlay_original(addr, m.aux.read_memory(addr, n, m.pid))
-
-
-@lru_cache(maxsize=256)
-def instruction_starts(isa: str, start: int, code: bytes) -> tuple[tuple[int, ...], int | None]:
-    """The instruction start addresses of ``code`` decoded from ``start``, and the address
-    where decoding stopped on bytes that do not decode (``None`` when all of it did).
-    Cached: registering many probes in one function decodes it once."""
-    arch = get_arch(isa)
-    starts: list[int] = []
-    off = 0
-    while off < len(code):
-        n = arch.insn_length(code[off:], start + off)
-        if n == 0:
-            return tuple(starts), start + off
-        starts.append(start + off)
-        off += n
-    return tuple(starts), None
 
 
 def _check_boundary(m: ProbeManager, points: ProbePointList, addr: int) -> None:

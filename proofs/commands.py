@@ -1,6 +1,6 @@
 """The proof subcommands of ``kprobe-ref``: ``prove`` and ``reloc``.
 
-``kprobe_ref.cli`` adds them with :func:`add_commands` and runs them with :func:`run`.
+``kprobe_ref.tools.cli`` adds them with :func:`add_commands` and runs them with :func:`run`.
 Bad input (bad hex, an unknown ISA, an address that is not a 64-bit number) raises
 :class:`BadInput`, which the command line reports in one line with exit status 2.
 """

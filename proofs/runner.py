@@ -29,7 +29,7 @@ from kprobe_ref.proofs.relocate import relocate_obligations
 from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
 from kprobe_ref.proofs.slots import slot_obligations
-from kprobe_ref.workers import available_cpus, worker_pool
+from kprobe_ref.tools.workers import available_cpus, worker_pool
 
 __all__ = ["all_obligations", "isas", "report", "run", "run_iter"]
 

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "docs" / "errors.md"
 SOURCES = (ROOT / "kprobe_ref", ROOT / "models", ROOT / "proofs")
-CLI_MODULES = ("cli", "proofs.commands", "proofs.explain", "audit", "demo", "workers")
+CLI_MODULES = ("tools.cli", "proofs.commands", "proofs.explain", "tools.audit", "tools.demo",
+               "tools.workers")
 CLI_ERRORS = frozenset({"BadInput", "UsageError"})
 FIELD = re.compile(r"\{[^{}]*\}")
 
@@ -159,7 +160,7 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Try(self, node: ast.Try) -> None:
-        if self.module == "cli" and self.scope == ["main"]:
+        if self.module == "tools.cli" and self.scope == ["main"]:
             for handler in node.handlers:
                 for name in _handled(handler.type):
                     self._add(handler.lineno, name, None)

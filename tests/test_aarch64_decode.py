@@ -16,8 +16,8 @@ from kprobe_ref.arch.aarch64 import encoding as enc
 from kprobe_ref.arch.aarch64.decode import ROWS, decode, lookup, sequence_hazard
 from kprobe_ref.arch.aarch64.simulate import RULES
 from kprobe_ref.arch.base import Verdict
-from kprobe_ref.docgen import arch_doc
 from kprobe_ref.reasons import REASONS
+from kprobe_ref.tools.docgen import arch_doc
 
 CS = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 

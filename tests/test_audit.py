@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.audit import audit_image, integer_only_functions, summarize
-from kprobe_ref.cli import main
-from kprobe_ref.verify import bundled_image, load_specs
+from kprobe_ref.tools.audit import audit_image, integer_only_functions, summarize
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.verify import bundled_image, load_specs
 
 SOURCE = r"""
 typedef unsigned long u64;

@@ -17,7 +17,7 @@ from kprobe_ref.arch import Verdict
 from kprobe_ref.arch.x86_64 import slot as x86_slot
 from kprobe_ref.arch.x86_64.encoding import parse
 from kprobe_ref.sim import GuestFault, Machine
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 CODE = 0x40_0000
 # An instruction that returns the first argument, then a return; or a load through it.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kprobe_ref import __version__
-from kprobe_ref.cli import _parser, main
+from kprobe_ref.tools.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_readme_names_every_command_with_an_example() -> None:
 
 
 def test_audit_without_inputs_says_how_to_get_verified_runs(tmp_path: Path) -> None:
-    from kprobe_ref.verify import bundled_image
+    from kprobe_ref.tools.verify import bundled_image
 
     out = subprocess.run(
         [sys.executable, "-m", "kprobe_ref", "audit", str(bundled_image("riscv64")),

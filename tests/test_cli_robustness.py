@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kprobe_ref.cli import main
+from kprobe_ref.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ def test_fail_on_reject_outside_the_audited_functions_is_exit_2() -> None:
 
 
 def test_jobs_above_the_cpu_count_is_capped_with_a_note() -> None:
-    from kprobe_ref.workers import available_cpus, cap_jobs
+    from kprobe_ref.tools.workers import available_cpus, cap_jobs
 
     err = io.StringIO()
     assert cap_jobs(available_cpus() + 5, err) == available_cpus()

@@ -16,14 +16,14 @@ import pytest
 from kprobe_ref.arch import ARCHES
 from kprobe_ref.arch.x86_64 import simulate as x86_simulate
 from kprobe_ref.arch.x86_64 import slot as x86_slot
-from kprobe_ref.cli import main
-from kprobe_ref.conformance import SCHEMA_VERSION
-from kprobe_ref.conformance import export as export_module
-from kprobe_ref.conformance.cases import candidates
-from kprobe_ref.conformance.check import Candidate, Checker, CheckFailed, vectors_for
-from kprobe_ref.conformance.export import coverage
-from kprobe_ref.conformance.kret import kretprobe_vectors
-from kprobe_ref.conformance.schema import parse_record, read_records
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.conformance import SCHEMA_VERSION
+from kprobe_ref.tools.conformance import export as export_module
+from kprobe_ref.tools.conformance.cases import candidates
+from kprobe_ref.tools.conformance.check import Candidate, Checker, CheckFailed, vectors_for
+from kprobe_ref.tools.conformance.export import coverage
+from kprobe_ref.tools.conformance.kret import kretprobe_vectors
+from kprobe_ref.tools.conformance.schema import parse_record, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "vectors" / "conformance"

@@ -35,7 +35,7 @@ from kprobe_ref import (
 from kprobe_ref.arch import get_arch
 from kprobe_ref.sim import Machine
 from kprobe_ref.sim.elf import read_image
-from kprobe_ref.verify import bundled_image, load_specs
+from kprobe_ref.tools.verify import bundled_image, load_specs
 from tests.catalogue import CATALOGUE, FIELD, Row, find_sites, missing_test, read_rows
 
 THIS = "tests/test_error_catalogue.py::test_bad_input_example"
@@ -154,7 +154,7 @@ def spec(**fields: Any) -> None:
 
 def cli(*argv: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
-    from kprobe_ref.cli import main
+    from kprobe_ref.tools.cli import main
 
     with redirect_stdout(out), redirect_stderr(err):
         status = main(list(argv))
@@ -163,7 +163,7 @@ def cli(*argv: str) -> tuple[int, str]:
 
 def cli_raising(exc: BaseException) -> tuple[int, str]:
     """The command line when the command itself raises ``exc``."""
-    import kprobe_ref.cli as cli_module
+    import kprobe_ref.tools.cli as cli_module
 
     def boom(_args: object) -> int:
         raise exc
@@ -190,7 +190,7 @@ def not_utf8_inputs() -> tuple[int, str]:
 
 
 def divergent_audit() -> tuple[int, str]:
-    import kprobe_ref.audit as audit
+    import kprobe_ref.tools.audit as audit
 
     saved = audit.summarize
 
@@ -207,7 +207,7 @@ def divergent_audit() -> tuple[int, str]:
 
 
 def dwarf_failure(exc: Exception) -> None:
-    import kprobe_ref.audit as audit
+    import kprobe_ref.tools.audit as audit
 
     def broken(_path: object) -> dict[str, int]:
         raise exc
@@ -316,7 +316,7 @@ def kernel_read_outside() -> None:
 
 def image_host(call: Callable[[Any], object]) -> None:
     """``call`` on an ``ImageHost`` over a one-function kernel image."""
-    from kprobe_ref.kernel.host import ImageHost
+    from kprobe_ref.tools.kernel_audit.host import ImageHost
 
     kelf = kernel_elf()
     try:
@@ -333,7 +333,7 @@ def kernel_elf_at(path: str) -> Any:
 
 def trace_call_not_unique() -> None:
     """``--call twice()`` when two symbols are named ``twice``."""
-    from kprobe_ref.trace.runner import Runner
+    from kprobe_ref.tools.trace.runner import Runner
 
     runner = Runner.create("x86_64", None)
     gcd = runner.machine.lookup_symbol("gcd", None)[0]
@@ -343,7 +343,7 @@ def trace_call_not_unique() -> None:
 
 
 def file_to_vaddr(path: str, offset: int) -> None:
-    from kprobe_ref.trace.session import _file_to_vaddr
+    from kprobe_ref.tools.trace.session import _file_to_vaddr
 
     _file_to_vaddr(path, offset)
 
@@ -351,7 +351,7 @@ def file_to_vaddr(path: str, offset: int) -> None:
 def sweep_without_scheduler() -> tuple[int, str]:
     """``sweep --scheduler`` when connecting fails: the Dask client raises ``OSError`` (it
     does after its connect timeout, here without the wait)."""
-    from kprobe_ref.sweep import engine
+    from kprobe_ref.tools.sweep import engine
 
     def unreachable(*_args: object, **_kw: object) -> list[dict[str, Any]]:
         raise OSError("Timed out trying to connect to tcp://127.0.0.1:9: timed out")
@@ -495,7 +495,7 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "inputs-object": lambda: specs("[]"),
     "dwarf-unreadable": lambda: dwarf_failure(OSError(5, "Input/output error")),
     "dwarf-malformed": lambda: dwarf_failure(KeyError("DW_AT_type")),
-    "audit-unknown-function": lambda: __import__("kprobe_ref.audit").audit.audit_image(
+    "audit-unknown-function": lambda: __import__("kprobe_ref.tools.audit").tools.audit.audit_image(
         bundled_image("x86_64"), "x86_64", ["no_such_function"]),
     # -- the command line -----------------------------------------------------------------
     "cli-usage": lambda: cli("audit", "--jobs", "x"),

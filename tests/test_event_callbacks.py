@@ -13,15 +13,15 @@ from kprobe_ref import (
     register_kretprobe,
     unregister_kprobe,
 )
+from kprobe_ref.arch import instruction_starts
 from kprobe_ref.errors import (
     InvalidProbeDefinition,
     NotRegistered,
     SymbolNotUnique,
     UnknownSymbol,
 )
-from kprobe_ref.manager import instruction_starts
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 ISAS = ["x86_64", "aarch64", "riscv64", "loongarch64"]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from kprobe_ref import ProbeBuilder, register_kprobe
-from kprobe_ref.cli import main
 from kprobe_ref.errors import BlacklistedAddress
 from kprobe_ref.kernel.blacklist import Blacklist, build_blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
 from kprobe_ref.sim.machine import Machine
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.verify import bundled_image
 from tests.kernel_elf import (
     SHF_ALLOC,
     SHF_EXEC,

@@ -1,7 +1,7 @@
 """The whole-image fast path agrees with ``check_probe`` on every bundled instruction.
 
 - Every function of every bundled corpus image, through the machine's real
-  ``check_probe`` (``kprobe_ref.kernel.fastpath.disagreements``), with and without a
+  ``check_probe`` (``kprobe_ref.tools.kernel_audit.fastpath.disagreements``), with and without a
   blacklist on the machine.
 - Every encoding of the committed instruction pools, each ISA's verdict cache against its
   own ``decode`` (in two orders, so each key is filled once by each of two encodings where
@@ -18,8 +18,8 @@ import pytest
 
 from kprobe_ref.arch import ARCHES, get_arch
 from kprobe_ref.kernel.blacklist import Blacklist
-from kprobe_ref.kernel.fastpath import FastPath, disagreements
-from kprobe_ref.verify import Runner, bundled_image
+from kprobe_ref.tools.kernel_audit.fastpath import FastPath, disagreements
+from kprobe_ref.tools.verify import Runner, bundled_image
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 

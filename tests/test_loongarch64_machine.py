@@ -22,7 +22,7 @@ from kprobe_ref import (
 from kprobe_ref.arch.loongarch64 import encoding as E
 from kprobe_ref.arch.loongarch64.regs import CPU_REGS, LoongArchPtRegs
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image, bundled_specs
+from kprobe_ref.tools.verify import bundled_image, bundled_specs
 
 KERNEL = bundled_image("loongarch64")
 USER = bundled_image("loongarch64", "user")

@@ -12,7 +12,7 @@ import pytest
 import kprobe_ref
 from kprobe_ref import arch
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.docgen import documents
+from kprobe_ref.tools.docgen import documents
 
 ROOT = Path(__file__).parents[1]
 CONTRACT = [
@@ -56,7 +56,8 @@ def test_every_isa_package_has_the_same_modules() -> None:
 @pytest.mark.parametrize("rel", sorted(documents()))
 def test_generated_documents_are_current(rel: str) -> None:
     text = documents()[rel]
-    assert (ROOT / rel).read_text() == text, f"run python -m kprobe_ref.docgen to update {rel}"
+    hint = f"run python -m kprobe_ref.tools.docgen to update {rel}"
+    assert (ROOT / rel).read_text() == text, hint
 
 
 def test_every_rejected_class_in_the_docs_has_a_reason_code() -> None:

@@ -19,7 +19,7 @@ from kprobe_ref import (
 from kprobe_ref.manager import instruction_starts
 from kprobe_ref.sim import GuestFault, Machine
 from kprobe_ref.sim.smp import ReuseWhileInside
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")
 CALLS = (("fibonacci", (9,)), ("gcd", (48, 18)), ("factorial", (6,)), ("gcd", (17, 5)))

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from kprobe_ref.arch import get_arch
-from kprobe_ref.cli import main
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.manager import check_probe
-from kprobe_ref.sweep import ours, patterns, report, shard, sleigh, vendor
-from kprobe_ref.sweep.plan import plan
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.sweep import ours, patterns, report, shard, sleigh, vendor
+from kprobe_ref.tools.sweep.plan import plan
 from tests.helpers import CODE, snippet_machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_sweep_on_a_scheduler_with_two_workers(tmp_path: Path,
 
 
 def test_local_cluster_run_matches_one_process(tmp_path: Path) -> None:
-    from kprobe_ref.sweep.engine import sweep
+    from kprobe_ref.tools.sweep.engine import sweep
 
     shards = plan("aarch64", 32, 0xD400_0000, 0xD400_4000, 0x2000)
     with open(os.devnull, "w") as quiet:
@@ -239,7 +239,7 @@ def test_local_cluster_run_matches_one_process(tmp_path: Path) -> None:
 
 
 def test_loongarch_patterns_touching_a_corrected_instruction_say_so() -> None:
-    from kprobe_ref.sweep import known
+    from kprobe_ref.tools.sweep import known
 
     assert known.sleigh_errors("loongarch64", (0xFFFF_0000, 0x0041_0000), 32) == ["slli.d"]
     assert "slli.d" in known.sleigh_errors("loongarch64", (0xFF00_0000, 0x0000_0000), 32)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kprobe_ref.sweep import known, report, shard, sleigh
+from kprobe_ref.tools.sweep import known, report, shard, sleigh
 
 DATA = Path(__file__).resolve().parent / "vectors" / "sweep"
 

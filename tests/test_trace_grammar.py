@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kprobe_ref.sim import Machine
-from kprobe_ref.trace.grammar import (
+from kprobe_ref.tools.trace.grammar import (
     ERRORS,
     DefinitionError,
     Deletion,
@@ -19,9 +19,9 @@ from kprobe_ref.trace.grammar import (
     SymbolCounter,
     parse,
 )
-from kprobe_ref.trace.numbers import kstrtol, kstrtoul, simple_strtoul
-from kprobe_ref.trace.session import KernelSymbols, TraceSession
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.trace.numbers import kstrtol, kstrtoul, simple_strtoul
+from kprobe_ref.tools.trace.session import KernelSymbols, TraceSession
+from kprobe_ref.tools.verify import bundled_image
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = str(bundled_image("x86_64", "user"))

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from kprobe_ref.cli import main
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.verify import bundled_image
 
 ISAS = ["x86_64", "aarch64", "riscv64", "loongarch64"]
 REGS = {  # first argument, second argument, PC, stack pointer: the kernel's names
@@ -76,7 +76,7 @@ def test_kprobe_and_kretprobe_fetch_every_form(capsys: pytest.CaptureFixture[str
 def test_uprobe_and_uretprobe_in_a_spawned_process(capsys: pytest.CaptureFixture[str],
                                                    isa: str) -> None:
     from kprobe_ref.sim.elf import read_image
-    from kprobe_ref.trace.session import _file_to_vaddr
+    from kprobe_ref.tools.trace.session import _file_to_vaddr
 
     user = str(bundled_image(isa, "user"))
     image = read_image(user, isa)

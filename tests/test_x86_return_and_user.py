@@ -23,7 +23,7 @@ from kprobe_ref import (
 )
 from kprobe_ref.arch import Verdict
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 KERNEL, USER = bundled_image("x86_64"), bundled_image("x86_64", "user")
 
@@ -146,7 +146,7 @@ RIPREL_FUNCS = ("x86_riprel", "x86_vex_riprel", "counter_bump", "lcg_next", "wei
 
 @pytest.mark.parametrize("xol", ["far", "near"])
 def test_rip_relative_uprobes_with_the_slot_area_far_or_near(xol: str) -> None:
-    from kprobe_ref.verify import bundled_specs
+    from kprobe_ref.tools.verify import bundled_specs
 
     specs = bundled_specs("x86_64")
     m, pid = user_machine(**({} if xol == "far" else {"xol_base": 0x2000_0000}))

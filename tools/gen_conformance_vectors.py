@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.conformance import SCHEMA_VERSION
-from kprobe_ref.conformance.export import export, report
+from kprobe_ref.tools.conformance import SCHEMA_VERSION
+from kprobe_ref.tools.conformance.export import export, report
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "conformance"
 

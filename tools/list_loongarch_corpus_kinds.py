@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from kprobe_ref.arch.loongarch64.decode import disassemble
-from kprobe_ref.verify import Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "loongarch64" / \
     "corpus_kinds.json"

@@ -11,13 +11,17 @@ calling convention).  ISAs are found through the explicit registry :data:`ARCHES
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Protocol
 
 from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, Verdict
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["ARCHES", "ArchOps", "Decoded", "SimState", "SlotPlan", "Verdict", "get_arch"]
+__all__ = [
+    "ARCHES", "ArchOps", "Decoded", "SimState", "SlotPlan", "Verdict", "get_arch",
+    "instruction_starts",
+]
 
 
 class ArchOps(Protocol):
@@ -125,3 +129,20 @@ def get_arch(name: str) -> ArchOps:
     except KeyError:
         known = ", ".join(sorted(ARCHES))
         raise InvalidProbeDefinition(f"unknown ISA {name!r} (known: {known})") from None
+
+
+@lru_cache(maxsize=256)
+def instruction_starts(isa: str, start: int, code: bytes) -> tuple[tuple[int, ...], int | None]:
+    """The instruction start addresses of ``code`` decoded from ``start``, and the address
+    where decoding stopped on bytes that do not decode (``None`` when all of it did).
+    Cached: registering many probes in one function decodes it once."""
+    arch = get_arch(isa)
+    starts: list[int] = []
+    off = 0
+    while off < len(code):
+        n = arch.insn_length(code[off:], start + off)
+        if n == 0:
+            return tuple(starts), start + off
+        starts.append(start + off)
+        off += n
+    return tuple(starts), None

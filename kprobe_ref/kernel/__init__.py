@@ -4,8 +4,5 @@
   from the ELF file, fast enough for a 150,000-symbol image;
 - :mod:`~kprobe_ref.kernel.blacklist`: the addresses Linux refuses to probe
   (``populate_kprobe_blacklist`` and ``check_kprobe_address_safe``);
-- :mod:`~kprobe_ref.kernel.fastpath`: verdicts for every instruction of a function from bulk
-  decoding and a verdict cache, equal to :func:`~kprobe_ref.manager.check_probe`'s;
-- :mod:`~kprobe_ref.kernel.whole`: the whole-image audit (every function symbol, in parallel,
-  streamed, summarised).
+- the whole-image audit that uses them lives in :mod:`kprobe_ref.tools.kernel_audit`.
 """

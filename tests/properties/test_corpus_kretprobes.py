@@ -8,7 +8,7 @@ import pytest
 
 from kprobe_ref import KretprobeBuilder, PtRegs, register_kretprobe, unregister_kretprobe
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.verify import Case, Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Case, Runner, bundled_image, bundled_specs
 
 ISAS = sorted(ARCHES)
 _RUNNERS: dict[str, Runner] = {}

@@ -15,7 +15,7 @@ from importlib import import_module
 import pytest
 
 from kprobe_ref.arch import ARCHES
-from kprobe_ref.verify import Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 SAMPLE_EVERY = 4

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kprobe_ref.cli import main
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image, load_specs
+from kprobe_ref.tools.cli import main
+from kprobe_ref.tools.verify import bundled_image, load_specs
 from tests.mutations import mutate_elf, mutate_inputs
 
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")

@@ -41,7 +41,7 @@ from kprobe_ref import (
 from kprobe_ref.manager import check_probe, instruction_starts
 from kprobe_ref.sim import Machine, MachineError
 from kprobe_ref.sim.elf import Image
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 FUNCTIONS = {"factorial": ((3,), (5,)), "gcd": ((48, 18), (17, 5)),
              "power_mod": ((3, 13, 1000), (2, 10, 1000))}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kprobe_ref import Kprobe, KprobeError, ProbeBuilder, register_kprobe, unregister_kprobe
-from kprobe_ref.verify import Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
 FUNCTION = "crc32_bitwise"
 

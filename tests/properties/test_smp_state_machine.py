@@ -28,7 +28,7 @@ from kprobe_ref import (
 )
 from kprobe_ref.manager import instruction_starts
 from kprobe_ref.sim import Machine
-from kprobe_ref.verify import bundled_image
+from kprobe_ref.tools.verify import bundled_image
 
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")
 CPUS = 4

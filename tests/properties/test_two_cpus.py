@@ -15,7 +15,7 @@ import capstone
 import pytest
 
 from kprobe_ref.sim.undefined import undefined_mask
-from kprobe_ref.verify import Runner, bundled_image, bundled_specs
+from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
 ISAS = ("x86_64", "aarch64", "riscv64")
 
