@@ -33,6 +33,7 @@ from kprobe_ref.manager import (
     register_kprobe,
     unregister_kprobe,
 )
+from kprobe_ref.optimize import optimize_kprobes
 from kprobe_ref.point import ProbePoint, ProbePointList
 from kprobe_ref.probe import Kprobe, KretprobeBuilder, ProbeBuilder, ProbeData
 from kprobe_ref.ptregs import PtRegs
@@ -67,6 +68,7 @@ __all__ = [
     "UnsupportedInstruction",
     "kprobe_handler_from_break",
     "kprobe_handler_from_debug",
+    "optimize_kprobes",
     "register_kprobe",
     "register_kretprobe",
     "register_uprobe",

@@ -38,6 +38,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kprobe_ref.arch import ArchOps, SlotPlan, Verdict, get_arch, instruction_starts
@@ -53,7 +54,7 @@ from kprobe_ref.errors import (
     UnsupportedInstruction,
 )
 from kprobe_ref.host import KprobeAuxiliaryOps
-from kprobe_ref.point import ProbePoint, ProbePointList
+from kprobe_ref.point import Optimized, ProbePoint, ProbePointList
 from kprobe_ref.probe import EventCallback, Handler, Kprobe, ProbeBuilder
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.state import ConcreteState
@@ -141,6 +142,13 @@ class ProbeManager:
         """Boosted slot variant address -> point, until the slot is freed."""
         self.slot_garbage: list[ProbePoint] = []
         """Released points whose slots wait for a grace period before being freed."""
+        self.optimization = False
+        """Run the jump optimizer whenever a lifecycle operation settles (Linux's
+        ``debug.kprobes_optimization``; ``docs/optprobes.md``)."""
+        self.opt_entries: dict[int, ProbePoint] = {}
+        """Detour host-call site -> optimized point, until the detour is freed."""
+        self.opt_garbage: list[Optimized] = []
+        """Retired detours waiting for a grace period before being freed."""
         self.tracers: list[Tracer] = []
         self._ctl: dict[int, list[CtlBlock]] = {}
         self.rethooks: RethookTable | None = None
@@ -189,6 +197,13 @@ class ProbeManager:
         if point.armed:
             self.patch(point.address, point.original[: len(point.breakpoint)])
             point.armed = False
+
+
+def _optimizer() -> ModuleType:
+    """The jump optimizer (``kprobe_ref.optimize``), which builds on this module."""
+    from kprobe_ref import optimize
+
+    return optimize
 
 
 def _restore_bytes(m: ProbeManager, addr: int, before: bytes) -> None:
@@ -374,8 +389,10 @@ def collect_slot_garbage(m: ProbeManager) -> int:
     the host reports a CPU's PC, or a preempted context's, inside it
     (:meth:`~kprobe_ref.host.KprobeAuxiliaryOps.exec_memory_in_use`).  Linux does the same
     with ``synchronize_rcu()`` before collecting dirty instruction slots."""
-    if not m.slot_garbage or any(m._ctl.values()):
+    if any(m._ctl.values()):
         return 0
+    if m.opt_garbage:
+        _optimizer().collect_detours(m)
     kept: list[ProbePoint] = []
     for point in m.slot_garbage:
         slot = point.slot_addr
@@ -397,10 +414,13 @@ def _toggle(m: ProbeManager) -> Callable[[Kprobe], None]:
         point = probe.point
         if point is None or not probe.registered:
             return
-        if point.wants_breakpoint():
-            m.arm(point)
-        else:
-            m.disarm(point)
+        opt = _optimizer()
+        with opt.suspended(m, opt.covering(m, point.address, probe)):
+            if point.wants_breakpoint():
+                m.arm(point)
+            else:
+                m.disarm(point)
+        opt.settle(m)
 
     return toggle
 
@@ -413,6 +433,18 @@ def attach_probe(
     All or nothing: if the host fails (allocating or filling the slot, writing the
     breakpoint), the handle is detached again, a point created here is forgotten and its
     slot freed, memory holds what it held before, and the host's error propagates."""
+    opt = _optimizer()
+    covering = opt.covering(m, addr, probe)
+    if covering and points.get(addr) is None:
+        check_probe(m, points, addr)  # refuse before unoptimizing anything
+    with opt.suspended(m, covering):
+        _attach(m, points, addr, probe)
+    collect_slot_garbage(m)
+    opt.settle(m)
+    return probe
+
+
+def _attach(m: ProbeManager, points: ProbePointList, addr: int, probe: Kprobe) -> None:
     point = points.get(addr)
     created = point is None
     if point is None:
@@ -429,8 +461,6 @@ def attach_probe(
     except BaseException:
         _detach_failed(m, points, point, probe, created)
         raise
-    collect_slot_garbage(m)
-    return probe
 
 
 def _detach_failed(
@@ -528,9 +558,12 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
         raise NotRegistered(f"probe at {probe.address:#x} is not registered")
     index = point.probes.index(probe)
     point.probes.remove(probe)
+    opt = _optimizer()
+    losing = [point] if point.opt is not None and not point.wants_breakpoint() else []
     try:
-        if not point.wants_breakpoint():
-            m.disarm(point)
+        with opt.suspended(m, losing):
+            if not point.wants_breakpoint():
+                m.disarm(point)
     except BaseException:
         point.probes.insert(index, probe)
         raise
@@ -544,6 +577,7 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
     else:
         _release_point(m, point)
     collect_slot_garbage(m)
+    opt.settle(m)
 
 
 # -- trap entry points ----------------------------------------------------------------------
@@ -761,11 +795,11 @@ def kprobe_fault_handler(m: ProbeManager, regs: PtRegs, error: BaseException) ->
     probed address the fault is to be reported at (``None`` if no step was in progress)."""
     stack = m.ctl_stack()
     if not stack or stack[-1].status not in (Status.HIT_SS, Status.REENTER):
-        return _boosted_slot_fault(m, regs, error)
+        return _boosted_slot_fault(m, regs, error) or _optimizer().detour_fault(m, regs)
     ctl = stack[-1]
     point = ctl.point
     if point is None or not point.in_slot(regs.pc):
-        return _boosted_slot_fault(m, regs, error)
+        return _boosted_slot_fault(m, regs, error) or _optimizer().detour_fault(m, regs)
     stack.pop()
     regs.pc = point.address
     _finish_step(m, ctl, regs)

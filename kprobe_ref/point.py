@@ -7,16 +7,30 @@ and the original bytes come back when the last probe goes (``unregister``) or th
 enabled one is disabled.  A point whose last probe left while a CPU was handling it (in a
 handler, or stepping its slot) is
 *retired*: its slot stays until that CPU is done with it.
+
+A point may also be *optimized* (``docs/optprobes.md``): its breakpoint has been replaced by
+a jump over a region of whole instructions to a detour buffer (:class:`Optimized`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kprobe_ref.arch.base import Decoded, SlotPlan
+from kprobe_ref.arch.base import Decoded, OptPlan, SlotPlan
 from kprobe_ref.probe import Kprobe
 
-__all__ = ["ProbePoint", "ProbePointList"]
+__all__ = ["Optimized", "ProbePoint", "ProbePointList", "overlay_original"]
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """The jump of an optimized point: where its detour buffer lies, the plan written
+    there, and the original bytes of the region the jump covers."""
+
+    detour: int
+    plan: OptPlan
+    original: bytes
 
 
 @dataclass(eq=False)
@@ -37,6 +51,8 @@ class ProbePoint:
     probes: list[Kprobe] = field(default_factory=list)
     armed: bool = False
     retired: bool = False
+    opt: Optimized | None = None
+    """The jump to the detour buffer, while the point is optimized."""
     busy: int = 0
     """CPUs handling this point: from its breakpoint trap until its handlers and its step
     are done.  A retired point's slot is freed when this drops to zero."""
@@ -47,6 +63,16 @@ class ProbePoint:
         if self.slot_addr is None or self.plan is None:
             return None
         return self.slot_addr + self.plan.break_offset
+
+    def written(self) -> tuple[bytes, bytes] | None:
+        """What the point has written over the code: ``(written bytes, original bytes
+        under them)``, or ``None`` when the code is as it was."""
+        if self.opt is not None:
+            n = len(self.opt.plan.jump)
+            return self.opt.plan.jump, self.opt.original[:n]
+        if self.armed:
+            return self.breakpoint, self.original[: len(self.breakpoint)]
+        return None
 
     def wants_breakpoint(self) -> bool:
         """Whether any registered probe here is enabled."""
@@ -65,18 +91,26 @@ class ProbePoint:
         return self.boost_addr <= pc < self.boost_addr + len(self.boost_plan.code)
 
 
+def overlay_original(points: Iterable[ProbePoint], addr: int, data: bytes) -> bytes:
+    """Return ``data`` (memory read at ``addr``) with every breakpoint and optimized jump of
+    ``points`` replaced by the original bytes it covers: the code before any probe."""
+    out = bytearray(data)
+    end = addr + len(data)
+    for point in points:
+        written = point.written()
+        if written is None:
+            continue
+        under = written[1]
+        for a in range(max(addr, point.address), min(end, point.address + len(under))):
+            out[a - addr] = under[a - point.address]
+    return bytes(out)
+
+
 class ProbePointList(dict[int, ProbePoint]):
     """Every installed point of one address space, by address (the seed's BTreeMap)."""
 
     def overlay_original(self, addr: int, data: bytes) -> bytes:
-        """Return ``data`` (memory read at ``addr``) with every armed breakpoint replaced by
-        the original bytes it covers: what the code looked like before any probe."""
-        out = bytearray(data)
-        end = addr + len(data)
-        for point in self.values():
-            if not point.armed:
-                continue
-            bp_end = point.address + len(point.breakpoint)
-            for a in range(max(addr, point.address), min(end, bp_end)):
-                out[a - addr] = point.original[a - point.address]
-        return bytes(out)
+        """Return ``data`` (memory read at ``addr``) with every armed breakpoint and
+        optimized jump replaced by the original bytes it covers: what the code looked like
+        before any probe."""
+        return overlay_original(self.values(), addr, data)

@@ -98,6 +98,19 @@ class EventCallbacks:
         """The callbacks in ascending id order."""
         return [self._callbacks[i] for i in sorted(self._callbacks)]
 
+    def get(self, callback_id: int) -> EventCallback | None:
+        """The callback registered under ``callback_id``, if any."""
+        if not isinstance(callback_id, int):
+            return None
+        return self._callbacks.get(callback_id)
+
+    def restore(self, callback_id: int, callback: EventCallback | None) -> None:
+        """Put back what :meth:`get` returned (``None``: no callback under that id)."""
+        if callback is None:
+            self._callbacks.pop(callback_id, None)
+        else:
+            self._callbacks[callback_id] = callback
+
     def __bool__(self) -> bool:
         return bool(self._callbacks)
 
@@ -260,11 +273,33 @@ class Kprobe:
     def register_event_callback(self, callback_id: int, callback: EventCallback) -> None:
         """Run ``callback(regs)`` at every hit whose step completes (the seed's event
         callbacks); an id already in use has its callback replaced."""
+        previous = self.callbacks.get(callback_id)
         self.callbacks.register(callback_id, callback)
+        self._changed(lambda: self.callbacks.restore(callback_id, previous))
 
     def unregister_event_callback(self, callback_id: int) -> None:
         """Remove the event callback ``callback_id`` (``NotRegistered`` if none)."""
+        previous = self.callbacks.get(callback_id)
         self.callbacks.unregister(callback_id)
+        self._changed(lambda: self.callbacks.restore(callback_id, previous))
+
+    def _changed(self, undo: Callable[[], None]) -> None:
+        """Tell the engine that what the probe needs at a hit changed (an optimized point
+        must go back to a breakpoint before a probe gains an event callback); if that
+        fails, ``undo`` the change and re-raise."""
+        if self.on_toggle is None:
+            return
+        try:
+            self.on_toggle(self)
+        except BaseException:
+            undo()
+            raise
+
+    @property
+    def optimized(self) -> bool:
+        """Whether the probe is registered at a point that is jump-optimized now
+        (``docs/optprobes.md``): its hits take no trap."""
+        return self.registered and self.point is not None and self.point.opt is not None
 
     def event_callbacks(self) -> list[EventCallback]:
         """The event callbacks in the order they run (ascending id)."""

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, OptPlan, SimState, SlotPlan, Verdict
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = [
-    "ARCHES", "ArchOps", "Decoded", "SimState", "SlotPlan", "Verdict", "get_arch",
+    "ARCHES", "ArchOps", "Decoded", "OptPlan", "SimState", "SlotPlan", "Verdict", "get_arch",
     "instruction_starts",
 ]
 
@@ -84,6 +84,18 @@ class ArchOps(Protocol):
         followed by a jump to the next instruction.  ``None`` when the instruction may not
         be boosted, its slot needs a scratch register, or the jump cannot reach (the probe
         then takes two traps; boosting never refuses a probe)."""
+
+    def plan_optimized_region(self, code: bytes, start: int, addr: int
+                              ) -> tuple[Decoded, ...] | str:
+        """The instructions a jump-optimized probe at ``addr`` would replace, given the
+        original bytes ``code`` of the whole function starting at ``start``; or the reason
+        code refusing optimization there (``docs/optprobes.md``)."""
+
+    def build_detour(self, region: tuple[Decoded, ...], addr: int, detour: int
+                     ) -> OptPlan | str:
+        """The jump and detour buffer of an optimized probe at ``addr`` over ``region``,
+        with the detour placed at ``detour``; or the reason code refusing it (a jump or a
+        relocated operand that does not reach)."""
 
     def simulate(self, decoded: Decoded, state: SimState) -> None:
         """Apply a ``SIMULATE`` instruction's effect to ``state``."""

@@ -25,7 +25,8 @@ from typing import Protocol
 
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "bucket_rows", "compile_pattern"]
+__all__ = ["Decoded", "OptPlan", "SimState", "SlotPlan", "Verdict", "bucket_rows",
+           "compile_pattern"]
 
 
 def compile_pattern(bits: str) -> tuple[int, int]:
@@ -104,6 +105,27 @@ class SlotPlan:
     """A boosted variant: the slot ends with a jump to ``probe address + resume_delta``
     instead of a breakpoint (``break_offset`` is then where that jump starts), so leaving it
     takes no trap and it never borrows a scratch register."""
+
+
+@dataclass(frozen=True)
+class OptPlan:
+    """A jump-optimized probe (``docs/optprobes.md``): the region of original code a jump
+    to the detour buffer replaces, and the detour buffer's contents.
+
+    The region starts at the probe address and covers ``region`` bytes of whole
+    instructions (their offsets in ``starts``).  ``jump`` is written over its start.  The
+    detour starts with the host-call site (``entry`` bytes, where the host runs the
+    pre-handlers), then holds each region instruction relocated for its place in the
+    detour (at the offsets ``copies``), then a jump to ``probe address + region``."""
+
+    region: int
+    starts: tuple[int, ...]
+    jump: bytes
+    detour: bytes
+    entry: int
+    copies: tuple[int, ...]
+    back: int
+    """Offset of the jump back in the detour."""
 
 
 class SimState(Protocol):

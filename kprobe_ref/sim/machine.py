@@ -40,6 +40,7 @@ from kprobe_ref.manager import (
     kprobe_handler_from_break,
     kprobe_handler_from_debug,
 )
+from kprobe_ref.optimize import optimized_callback
 from kprobe_ref.point import ProbePointList
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
@@ -107,6 +108,8 @@ class Machine:
         self.points = ProbePointList()
         self.processes: dict[int, Process] = {}
         self.trap_count = 0
+        self.host_calls = 0
+        """Optimized probe hits delivered at detour host-call sites (no trap)."""
         self.instructions = 0
         """Instructions the CPUs have executed, in every address space (a clock: tracing
         timestamps count one nanosecond per instruction)."""
@@ -279,12 +282,18 @@ class Machine:
     def _run_loop(self, space: AddressSpace, pc: int, stop_at: frozenset[int],
                   max_steps: int) -> int:
         steps = 0
+        manager = self._manager(space)
         while True:
-            stop = space.cpu.run(pc, stop_at, max_steps - steps)
+            entries = manager.opt_entries
+            stops = stop_at.union(entries) if entries else stop_at
+            stop = space.cpu.run(pc, stops, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
             if stop.kind is StopKind.STOP_AT:
-                return stop.pc
+                if stop.pc in stop_at:
+                    return stop.pc
+                pc = self._deliver_host_call(space, stop.pc)
+                continue
             if stop.kind is StopKind.STEP_LIMIT:
                 raise StepLimitExceeded(stop.pc, max_steps)
             if stop.kind is StopKind.BREAK:
@@ -322,6 +331,18 @@ class Machine:
         if not self._dispatch_break(space, regs):
             raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
         write_back(layout, regs, cpu.reg_write_many)
+        return regs.pc
+
+    def _deliver_host_call(self, space: AddressSpace, pc: int) -> int:
+        """The CPU reached an optimized probe's detour (its host-call site, where Linux's
+        template code calls ``optimized_callback``): run the hit on a frame of the CPU's
+        registers, with no trap; return where the CPU resumes."""
+        regs = self._read_regs(space)
+        regs.pc = pc
+        self.host_calls += 1
+        if not optimized_callback(self._manager(space), regs):
+            raise GuestFault(pc, "host-call site with no optimized probe")
+        self._write_regs(space, regs)
         return regs.pc
 
     def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
@@ -494,12 +515,15 @@ class Machine:
                                           chunk, why)
 
     def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
-        """The machine knows where its CPU is: the address space's current PC and the PCs
-        of the contexts nested calls have set aside (a run stopped by ``stop_at`` or a step
+        """The machine knows where its CPUs are: the address space's current PC, the PCs
+        of the kernel tasks on every CPU and the PCs of the contexts nested calls have set
+        aside (a run stopped by ``stop_at`` or a step
         limit leaves its PC where it stopped, like a preempted task)."""
         space = self._space(pid)
         here = self._pc_of(space)
         pcs = [pc for sp, pc in self._preempted if sp is space]
+        if pid is None:
+            pcs += [task.pc for task in self.smp.live_tasks()]
         if here != space.abandoned_pc:  # an aborted run's PC holds no task
             pcs.append(here)
         return any(addr <= pc < addr + size for pc in pcs)

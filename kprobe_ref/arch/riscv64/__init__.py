@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, OptPlan, SimState, SlotPlan
 from kprobe_ref.arch.riscv64 import decode as _decode
-from kprobe_ref.arch.riscv64 import encoding, regs, rethook, simulate, slot
+from kprobe_ref.arch.riscv64 import encoding, optimize, regs, rethook, simulate, slot
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
@@ -60,6 +60,14 @@ class Riscv64:
 
     def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
         return slot.build_boosted_slot(decoded, slot_addr, user)
+
+    def plan_optimized_region(self, code: bytes, start: int, addr: int
+                              ) -> tuple[Decoded, ...] | str:
+        return optimize.plan_region(code, start, addr)
+
+    def build_detour(self, region: tuple[Decoded, ...], addr: int, detour: int
+                     ) -> OptPlan | str:
+        return optimize.build_detour(region, addr, detour)
 
     def simulate(self, decoded: Decoded, state: SimState) -> None:
         simulate.simulate(decoded, state)
