@@ -568,8 +568,14 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
         point.probes.insert(index, probe)
         raise
     probe.registered = False
-    if point.probes:
-        return
+    if not point.probes:
+        _forget_point(m, points, point)
+    opt.settle(m)
+
+
+def _forget_point(m: ProbeManager, points: ProbePointList, point: ProbePoint) -> None:
+    """The last probe at the point has gone: drop it from the tables and release its slot
+    (now, or when the CPU handling it is done)."""
     del points[point.address]
     m.break_list.pop(point.address, None)
     if point.busy:
@@ -577,7 +583,6 @@ def unregister_kprobe(m: ProbeManager, points: ProbePointList, probe: Kprobe) ->
     else:
         _release_point(m, point)
     collect_slot_garbage(m)
-    opt.settle(m)
 
 
 # -- trap entry points ----------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _modules(isa: str) -> set[str]:
 
 
 def test_every_isa_package_has_the_same_modules() -> None:
-    expected = {"encoding", "decode", "simulate", "slot", "rethook", "regs", "kernel"}
+    expected = {"encoding", "decode", "simulate", "slot", "rethook", "regs", "kernel",
+                "optimize"}
     packages = [m.name for m in pkgutil.iter_modules(arch.__path__) if m.ispkg]
     assert set(packages) >= set(ARCHES)
     for isa in packages:
