@@ -286,6 +286,6 @@ def test_failing_any_host_write_leaves_the_optimized_point_as_it_was(op: str) ->
         except HostFailure:
             host.fail_at = None
             assert _state(m) == before, f"{op}: write {k} failed and left changes"
-            assert h.optimized and traps(m, lambda: m.call(CODE, 2), 3) == 0
+            assert h.optimized and traps(m, lambda m=m: m.call(CODE, 2), 3) == 0
         k += 1
     assert k > 2
