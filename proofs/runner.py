@@ -2,7 +2,8 @@
 
 The obligations of an ISA are those of :mod:`~kprobe_ref.proofs.decode`,
 :mod:`~kprobe_ref.proofs.simulate`, :mod:`~kprobe_ref.proofs.relocate` and
-:mod:`~kprobe_ref.proofs.slots` and :mod:`~kprobe_ref.proofs.boost` for each ISA that has a model
+:mod:`~kprobe_ref.proofs.slots`, :mod:`~kprobe_ref.proofs.boost` and
+:mod:`~kprobe_ref.proofs.optprobe` for each ISA that has a model
 (:data:`kprobe_ref.models.MODULES`) and an implementation (:data:`kprobe_ref.arch.ARCHES`),
 and those of :mod:`~kprobe_ref.proofs.rethook` (return-address hijacking) for every
 implemented ISA.
@@ -25,6 +26,7 @@ from kprobe_ref.models import MODULES
 from kprobe_ref.proofs.boost import boost_obligations
 from kprobe_ref.proofs.core import Obligation, Result
 from kprobe_ref.proofs.decode import decode_obligations
+from kprobe_ref.proofs.optprobe import optprobe_obligations
 from kprobe_ref.proofs.relocate import relocate_obligations
 from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
@@ -49,6 +51,7 @@ def all_obligations(arch: str | None = None) -> list[Obligation]:
             out += relocate_obligations(isa)
             out += slot_obligations(isa)
             out += boost_obligations(isa)
+            out += optprobe_obligations(isa)
         if isa in ARCHES:
             out += rethook_obligations([isa])
     return out

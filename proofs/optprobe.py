@@ -1,0 +1,312 @@
+"""Jump-optimized probe obligations (``docs/optprobes.md``), x86_64.
+
+The rules under test are the ISA's ``plan_optimized_region`` (which region a jump may
+replace) and ``build_detour`` (the detour's contents); each obligation can be given a
+replacement rule, to show that a wrong one fails.  Checked over every function of the
+bundled x86_64 corpus (or the functions given):
+
+- ``optprobe``/``no-branch-into-region``: control flow can enter a region only at its first
+  byte.  The function is decoded again, independently of the rule, with capstone: every
+  direct jump, call or loop contributes its target, every call its return site, every
+  indirect jump a target Z3 may choose freely, and every indirect call any function entry
+  (not an address inside this function after its start).  Z3 is asked for a target ``t`` of
+  some edge with ``region start < t < region end`` for any accepted region of the
+  function; the obligation is proved when there is none.
+- ``optprobe``/``detour-same-state``: for accepted regions and detour placements (near,
+  and at the far ends of the 32-bit reach), the detour holds the region's instructions in
+  order, back to back, each byte for byte the original except a RIP-relative
+  displacement, and for every probe address (with the detour at the same distance) and
+  every register state, each relocated RIP-relative operand addresses what the original
+  addressed (the model's ``effective_address``).  The other bytes are unchanged and their
+  instructions do not read the PC (the ``decode-pc`` obligations), and every region
+  instruction falls through (``boost_refusal``), so the relocated region leaves the state
+  the original leaves, with the PC at the jump back.
+- ``optprobe``/``jump-back-lands``: for every probe address, the jump written at the probe
+  lands on the detour, the detour's last jump lands on ``probe address + region size``
+  (the first instruction after the region), both are the model's ``jmp rel32`` and change
+  nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import capstone
+import z3
+from capstone import x86 as csx86
+
+from kprobe_ref import bits
+from kprobe_ref.arch import get_arch
+from kprobe_ref.arch.base import Decoded, OptPlan
+from kprobe_ref.corpus import bundled_image
+from kprobe_ref.models import model
+from kprobe_ref.models.state import State
+from kprobe_ref.models.x86_64 import MemOperand, X86Insn, effective_address
+from kprobe_ref.proofs.core import Obligation, Result, prove, timed
+from kprobe_ref.proofs.symstate import initial_state, same_state
+from kprobe_ref.sim.elf import Image, read_image
+
+__all__ = ["BuildRule", "Function", "PlanRule", "accepted", "corpus_functions", "edges",
+           "optprobe_obligations"]
+
+PlanRule = Callable[[bytes, int, int], "tuple[Decoded, ...] | str"]
+BuildRule = Callable[["tuple[Decoded, ...]", int, int], "OptPlan | str"]
+
+REACH = (1 << 31) - (1 << 20)
+DELTAS = (0x1000, -0x3000, REACH, -REACH)
+"""Detour distances from the probe: near on either side, and far at the allocator's reach."""
+SAMPLE = 400
+"""Accepted regions checked by the detour obligations (every one with a RIP-relative
+operand, then a deterministic sample of the rest)."""
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function's original bytes and address."""
+
+    name: str
+    start: int
+    code: bytes
+
+
+def corpus_functions() -> list[Function]:
+    """Every function of the bundled x86_64 kernel image."""
+    image = read_image(bundled_image("x86_64"), "x86_64")
+    out = []
+    for start, size, name in image.function_symbols:
+        data = _image_bytes(image, start, size)
+        if data is not None:
+            out.append(Function(name, start, data))
+    return out
+
+
+def _image_bytes(image: Image, start: int, size: int) -> bytes | None:
+    for seg in image.segments:
+        if seg.vaddr <= start and start + size <= seg.vaddr + len(seg.data):
+            return bytes(seg.data[start - seg.vaddr:start - seg.vaddr + size])
+    return None
+
+
+def _starts(f: Function) -> list[int]:
+    arch = get_arch("x86_64")
+    out, off = [], 0
+    while off < len(f.code):
+        n = arch.insn_length(f.code[off:], f.start + off)
+        if n == 0:
+            break
+        out.append(f.start + off)
+        off += n
+    return out
+
+
+def accepted(f: Function, rule: PlanRule) -> Iterator[tuple[int, tuple[Decoded, ...]]]:
+    """Every (probe address, region) the rule accepts in ``f``."""
+    for addr in _starts(f):
+        region = rule(f.code, f.start, addr)
+        if not isinstance(region, str):
+            yield addr, region
+
+
+# -- (a) no branch into the region -----------------------------------------------------------
+
+
+def _capstone() -> capstone.Cs:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    return md
+
+
+_FLOW = (capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL, capstone.CS_GRP_BRANCH_RELATIVE)
+
+
+def edges(f: Function) -> list[z3.BoolRef]:
+    """Where control flow can enter in ``f``, as conditions on the Z3 variable ``target``,
+    decoded by capstone: direct targets, return sites of calls, any address at all for an
+    indirect jump, and for an indirect call any function entry (the function's own start,
+    or an address outside it: a function pointer names a function, as IBT's ``ENDBR``
+    rule requires)."""
+    t = z3.BitVec("target", 64)
+    end = f.start + len(f.code)
+    out: list[z3.BoolRef] = []
+    for ins in _capstone().disasm(f.code, f.start):
+        if not any(ins.group(g) for g in _FLOW):
+            continue
+        call = ins.group(capstone.CS_GRP_CALL)
+        if call:
+            out.append(t == ins.address + ins.size)
+        op = ins.operands[0] if ins.operands else None
+        if op is not None and op.type == csx86.X86_OP_IMM:
+            out.append(t == op.imm & bits.mask(64))
+        elif call:
+            out.append(z3.Or(t == f.start, z3.ULT(t, f.start), z3.UGE(t, end)))
+        else:
+            out.append(z3.BoolVal(True))
+    return out
+
+
+def _into_region(f: Function, rule: PlanRule) -> tuple[z3.BoolRef, dict[int, int]] | None:
+    regions = {addr: r[-1].address + r[-1].length for addr, r in accepted(f, rule)}
+    if not regions:
+        return None
+    t = z3.BitVec("target", 64)
+    enters = z3.Or(edges(f) or [z3.BoolVal(False)])
+    inside = z3.Or([z3.And(z3.UGT(t, a), z3.ULT(t, end)) for a, end in regions.items()])
+    return z3.Not(z3.And(enters, inside)), regions
+
+
+def _no_branch_into_region(functions: list[Function], rule: PlanRule) -> Result:
+    checked = 0
+    for f in functions:
+        got = _into_region(f, rule)
+        if got is None:
+            continue
+        claim, regions = got
+        r = prove(claim)
+        if not r.proved:
+            cex = r.counterexample or {}
+            t = int(cex.get("target", "0"), 16)
+            hit = [hex(a) for a, end in regions.items() if a < t < end]
+            return Result(False, 0.0, {"function": f.name, "target": hex(t),
+                                       "regions": ",".join(hit)},
+                          "a branch of the function lands inside an accepted region")
+        checked += len(regions)
+    return Result(True, 0.0, None, f"{checked} accepted regions in {len(functions)} functions")
+
+
+# -- (b) and (c): the detour ---------------------------------------------------------------
+
+
+def _sample(functions: list[Function], rule: PlanRule
+            ) -> list[tuple[int, tuple[Decoded, ...]]]:
+    every = [(a, r) for f in functions for a, r in accepted(f, rule)]
+    rip = [(a, r) for a, r in every if any("disp_offset" in d.fields for d in r)]
+    rest = [x for x in every if x not in rip]
+    random.Random(11).shuffle(rest)
+    return rip + rest[:max(0, SAMPLE - len(rip))]
+
+
+def _plans(functions: list[Function], plan: PlanRule, build: BuildRule
+           ) -> Iterator[tuple[int, tuple[Decoded, ...], int, OptPlan]]:
+    for addr, region in _sample(functions, plan):
+        for delta in DELTAS:
+            built = build(region, addr, (addr + delta) & bits.mask(64))
+            if not isinstance(built, str):
+                yield addr, region, delta, built
+
+
+def _layout_error(region: tuple[Decoded, ...], addr: int, p: OptPlan) -> str | None:
+    """Whether the detour holds the region in order, back to back, changed only in a
+    RIP-relative displacement."""
+    at = p.entry
+    for i, d in enumerate(region):
+        if p.copies[i] != at or p.starts[i] != d.address - addr:
+            return f"instruction {i} placed at {p.copies[i]}, expected {at}"
+        copy = p.detour[at:at + d.length]
+        keep = [j for j in range(d.length) if not _in_disp(d, j)]
+        if len(copy) != d.length or any(copy[j] != d.raw[j] for j in keep):
+            return f"instruction {i} ({d.raw.hex()}) copied as {copy.hex()}"
+        at += d.length
+    if p.back != at or p.region != region[-1].address + region[-1].length - addr:
+        return f"jump back at {p.back}, expected {at}"
+    return None
+
+
+def _in_disp(d: Decoded, j: int) -> bool:
+    off = d.fields.get("disp_offset")
+    return off is not None and off <= j < off + 4
+
+
+def _rip_claims(region: tuple[Decoded, ...], delta: int, p: OptPlan, a: z3.BitVecRef,
+                s: State) -> list[z3.BoolRef]:
+    out = []
+    for i, d in enumerate(region):
+        off = d.fields.get("disp_offset")
+        if off is None:
+            continue
+        new = int.from_bytes(p.detour[p.copies[i] + off:p.copies[i] + off + 4], "little")
+        orig = X86Insn(0, 0, d.length, mem=MemOperand("rip", None, 1, d.fields["mdisp"]))
+        moved = X86Insn(0, 0, d.length, mem=MemOperand("rip", None, 1, new))
+        here = s.evolve(a + p.starts[i])
+        there = s.evolve(a + delta + p.copies[i])
+        out.append(effective_address(here, orig) == effective_address(there, moved))
+    return out
+
+
+def _same_state(functions: list[Function], plan: PlanRule, build: BuildRule) -> Result:
+    s = initial_state(model("x86_64").REGS)
+    a = z3.BitVec("probe", 64)
+    claims, count = [], 0
+    for addr, region, delta, p in _plans(functions, plan, build):
+        why = _layout_error(region, addr, p)
+        if why is not None:
+            return Result(False, 0.0, {"probe": hex(addr), "delta": hex(delta)}, why)
+        for claim in _rip_claims(region, delta, p, a, s):
+            claims.append((addr, delta, claim))
+        count += 1
+    return _prove_each(claims, f"{count} (region, detour) pairs, every probe address")
+
+
+def _prove_each(claims: list[tuple[int, int, z3.BoolRef]], detail: str) -> Result:
+    """Prove the conjunction; on failure name the first failing (probe, distance)."""
+    r = prove(z3.And([c for _, _, c in claims] or [True]), detail)
+    if r.proved:
+        return r
+    for addr, delta, claim in claims:
+        one = prove(claim)
+        if not one.proved:
+            cex = {"sample probe": hex(addr), "delta": hex(delta & bits.mask(64)),
+                   **(one.counterexample or {})}
+            return Result(False, 0.0, cex, detail)
+    return r
+
+
+def _lands(s: State, jump: bytes, target: z3.BitVecRef) -> z3.BoolRef:
+    """``jump`` (at ``s.pc``) is ``jmp rel32`` and, on the model, lands on ``target``
+    with nothing else changed."""
+    if len(jump) != 5 or jump[0] != 0xE9:
+        return z3.BoolVal(False)
+    cls = model("x86_64").CLASSES["jmp_rel32"]
+    after = cls.step(s, X86Insn(0xE9, 0, 5, int.from_bytes(jump[1:], "little")))
+    return z3.And(cls.encoding(0xE9, 0), same_state(s.evolve(target), after))
+
+
+def _jump_back(functions: list[Function], plan: PlanRule, build: BuildRule) -> Result:
+    s = initial_state(model("x86_64").REGS)
+    a = z3.BitVec("probe", 64)
+    claims, count = [], 0
+    for addr, _region, delta, p in _plans(functions, plan, build):
+        entry = _lands(s.evolve(a), p.jump, a + delta)
+        back = _lands(s.evolve(a + delta + p.back), p.detour[p.back:p.back + 5], a + p.region)
+        claims.append((addr, delta, z3.And(entry, back)))
+        count += 1
+    return _prove_each(claims, f"{count} (region, detour) pairs, every probe address")
+
+
+def optprobe_obligations(isa: str, plan: PlanRule | None = None,
+                         build: BuildRule | None = None,
+                         functions: list[Function] | None = None) -> list[Obligation]:
+    """The optimized-probe obligations of ``isa`` (none where the ISA optimizes nothing);
+    ``plan``/``build`` replace the ISA's rules and ``functions`` the corpus."""
+    if isa != "x86_64":
+        return []
+    arch = get_arch(isa)
+    plan_rule: PlanRule = plan or arch.plan_optimized_region
+    build_rule: BuildRule = build or arch.build_detour
+    cache: list[list[Function]] = []
+
+    def funcs() -> list[Function]:
+        if not cache:
+            cache.append(functions if functions is not None else corpus_functions())
+        return cache[0]
+
+    return [
+        Obligation(isa, "optprobe", "no-branch-into-region",
+                   timed(lambda: _no_branch_into_region(funcs(), plan_rule))),
+        Obligation(isa, "optprobe", "detour-same-state",
+                   timed(lambda: _same_state(funcs(), plan_rule, build_rule))),
+        Obligation(isa, "optprobe", "jump-back-lands",
+                   timed(lambda: _jump_back(funcs(), plan_rule, build_rule))),
+    ]
+
