@@ -56,6 +56,12 @@ class KprobeAuxiliaryOps(Protocol):
         ``check_kprobe_address_safe`` (jump labels, static calls, BUG sites, CFI
         preambles)."""
 
+    def search_exception_tables(self, addr: int, size: int) -> bool:
+        """Whether the kernel's exception table names an instruction in ``[addr,
+        addr+size)`` (Linux's ``search_exception_tables``, one address at a time there):
+        fixup code may jump back there, so the jump optimizer leaves such a function
+        alone."""
+
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         """Return ``(start, size)`` of the known function containing ``addr`` (kallsyms, or
         the process image's symbol table), or ``None``."""

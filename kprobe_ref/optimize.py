@@ -91,12 +91,14 @@ def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
 
 def plan_region(m: ProbeManager, addr: int) -> tuple[Decoded, ...] | str:
     """The instructions a jump at ``addr`` would replace, or the reason code refusing it:
-    the ISA's rules over the whole function holding ``addr`` (its original bytes), and no
-    other probe inside the region."""
+    no exception table entry in the function holding ``addr``, the ISA's rules over the
+    whole function (its original bytes), and no other probe inside the region."""
     func = m.aux.function_containing(addr, m.pid)
     if func is None:
         return "no-function"
     start, size = func
+    if m.aux.search_exception_tables(start, size):
+        return "exception-table"
     region = m.arch.plan_optimized_region(_original(m, start, size), start, addr)
     if isinstance(region, str):
         return region

@@ -220,6 +220,9 @@ class MiniHost:
     def within_kprobe_blacklist(self, addr: int) -> str | None:
         return None
 
+    def search_exception_tables(self, addr: int, size: int) -> bool:
+        return False  # no kernel image: no exception table
+
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return None
 

@@ -6,7 +6,9 @@ detour's grace period, and all-or-nothing lifecycle operations with optimization
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,13 @@ from kprobe_ref import (
     register_uprobe,
     unregister_kprobe,
 )
+from kprobe_ref.kernel.elfscan import KernelElf
+from kprobe_ref.kernel.extable import ExceptionTable, exception_table
 from kprobe_ref.optimize import optimize_refusal, plan_region
 from kprobe_ref.sim import GuestFault, Machine
 from kprobe_ref.tools.verify import bundled_image
 from tests.helpers import CODE, DATA, snippet_machine
+from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, KernelImage, Sec
 from tests.test_lifecycle_transactions import FailingHost, HostFailure
 
 LOOP_OK = bytes.fromhex("4889f8" "4883c001" "48ffcf" "75fb" "c3")
@@ -289,3 +294,35 @@ def test_failing_any_host_write_leaves_the_optimized_point_as_it_was(op: str) ->
             assert h.optimized and traps(m, lambda m=m: m.call(CODE, 2), 3) == 0
         k += 1
     assert k > 2
+
+
+# -- exception tables -----------------------------------------------------------------------
+
+
+def test_a_function_with_an_exception_table_entry_is_not_optimized() -> None:
+    m = snippet_machine("x86_64", LOOP_OK)
+    m.exception_table = ExceptionTable([CODE + 7])  # the dec: anywhere in the function
+    h = pre_probe(m, CODE)
+    assert plan_region(m.manager, CODE) == "exception-table"
+    assert optimize_kprobes(m.manager) == 0 and not h.optimized
+    m.exception_table = ExceptionTable([CODE + len(LOOP_OK)])  # past the function's end
+    assert optimize_kprobes(m.manager) == 1 and h.optimized
+
+
+def test_the_exception_table_is_read_from_the_image(tmp_path: Path) -> None:
+    base = 0xFFFF_FFFF_8100_0000
+    table = base + 0x1000
+    rows = [(base + 0x10, base + 0x20), (base + 0x44, base + 0x50)]
+    raw = b"".join(struct.pack("<iii", insn - (table + 12 * i), fix - (table + 12 * i + 4), 0)
+                   for i, (insn, fix) in enumerate(rows))
+    img = KernelImage(62, sections=[Sec(".text", base, b"\x90" * 0x100, SHF_ALLOC | SHF_EXEC),
+                                    Sec("__ex_table", table, raw)])
+    path = tmp_path / "vmlinux"
+    path.write_bytes(img.build())
+    kelf = KernelElf(path)
+    try:
+        got = exception_table(kelf)
+    finally:
+        kelf.close()
+    assert got.insns == [base + 0x10, base + 0x44]
+    assert got.any_in(base + 0x40, 8) and not got.any_in(base + 0x11, 0x33)

@@ -31,6 +31,8 @@ from pathlib import Path
 from kprobe_ref.arch import ArchOps, get_arch
 from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
+from kprobe_ref.kernel.elfscan import KernelElf
+from kprobe_ref.kernel.extable import ExceptionTable, exception_table
 from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
 from kprobe_ref.manager import (
     ProbeManager,
@@ -75,6 +77,15 @@ def make_cpu(isa: str, cpu: str) -> Cpu:
     raise KprobeError(f"unknown CPU backend {cpu!r} (unicorn or pcode)")
 
 
+def image_exception_table(path: str | Path) -> ExceptionTable:
+    """The exception table of the ELF image at ``path``."""
+    kelf = KernelElf(path)
+    try:
+        return exception_table(kelf)
+    finally:
+        kelf.close()
+
+
 class Process:
     """A user process: its own address space and its own uprobe tables."""
 
@@ -102,6 +113,8 @@ class Machine:
         self._layout = FrameLayout(self.arch.regs_class, self.arch.cpu_regs)
         self.kernel = self._new_space(None)
         self.kprobe_blacklist: Blacklist | None = None
+        self.exception_table = ExceptionTable()
+        """The exception tables of the loaded kernel images."""
         """The loaded kernel's kprobe blacklist (``None``: no kernel image loaded)."""
         self.manager = ProbeManager(self.arch, self, None)
         self.manager.strict = strict
@@ -173,6 +186,7 @@ class Machine:
         self.images.append(image)
         if "_stext" in image.symbols and "_etext" in image.symbols:
             self.kprobe_blacklist = kernel_blacklist(path)
+        self.exception_table.extend(image_exception_table(path))
         return image
 
     def add_symbol(self, name: str, addr: int, size: int) -> None:
@@ -480,6 +494,9 @@ class Machine:
     def within_kprobe_blacklist(self, addr: int) -> str | None:
         bl = self.kprobe_blacklist
         return bl.cause(addr) if bl is not None else None
+
+    def search_exception_tables(self, addr: int, size: int) -> bool:
+        return self.exception_table.any_in(addr, size)
 
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         return self._space(pid).function_containing(addr)

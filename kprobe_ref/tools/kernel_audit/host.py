@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from kprobe_ref.errors import InvalidAddress
 from kprobe_ref.kernel.blacklist import Blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
+from kprobe_ref.kernel.extable import exception_table
 
 if TYPE_CHECKING:
     from kprobe_ref.kretprobe import RetprobeInstance
@@ -33,6 +34,7 @@ class ImageHost:
         self._starts = [s for s, _ in self.functions]
         self.blacklist = blacklist
         self._text = [(s.addr, s.addr + s.size) for s in kelf.executable_sections()]
+        self.extable = exception_table(kelf)
 
     def read_memory(self, addr: int, size: int, pid: int | None) -> bytes:
         try:
@@ -55,6 +57,9 @@ class ImageHost:
 
     def within_kprobe_blacklist(self, addr: int) -> str | None:
         return self.blacklist.cause(addr) if self.blacklist is not None else None
+
+    def search_exception_tables(self, addr: int, size: int) -> bool:
+        return self.extable.any_in(addr, size)
 
     def function_containing(self, addr: int, pid: int | None) -> tuple[int, int] | None:
         i = bisect.bisect_right(self._starts, addr) - 1
