@@ -349,14 +349,15 @@ class Machine:
 
     def _deliver_host_call(self, space: AddressSpace, pc: int) -> int:
         """The CPU reached an optimized probe's detour (its host-call site, where Linux's
-        template code calls ``optimized_callback``): run the hit on a frame of the CPU's
-        registers, with no trap; return where the CPU resumes."""
-        regs = self._read_regs(space)
-        regs.pc = pc
+        template code calls ``optimized_callback``): run the hit on a lazily synchronised
+        frame of the CPU's registers, as a trap's, but with no trap; return where the CPU
+        resumes."""
+        cpu, layout = space.cpu, self._layout
+        regs = trap_frame(layout, pc, lambda: cpu.reg_read_many(layout.cpu_names))
         self.host_calls += 1
         if not optimized_callback(self._manager(space), regs):
             raise GuestFault(pc, "host-call site with no optimized probe")
-        self._write_regs(space, regs)
+        write_back(layout, regs, cpu.reg_write_many)
         return regs.pc
 
     def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
