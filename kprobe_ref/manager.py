@@ -113,7 +113,9 @@ class CtlBlock:
 class ProbeEvent:
     """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot (a two-trap
     step begins), boosted (a boosted step begins: no step-done follows), step-done,
-    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped."""
+    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped, and
+    for jump-optimized points (``docs/optprobes.md``) optimized, unoptimized, detour (an
+    optimized hit continues in the detour) and optimize-failed."""
 
     kind: str
     address: int

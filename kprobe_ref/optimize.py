@@ -92,7 +92,10 @@ def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
 def plan_region(m: ProbeManager, addr: int) -> tuple[Decoded, ...] | str:
     """The instructions a jump at ``addr`` would replace, or the reason code refusing it:
     no exception table entry in the function holding ``addr``, the ISA's rules over the
-    whole function (its original bytes), and no other probe inside the region."""
+    whole function (its original bytes), no other probe inside the region, and no
+    instruction after the first that the kernel reserves or blacklists (a jump label, a
+    static call: Linux's ``jump_label_text_reserved`` and ``static_call_text_reserved``
+    over the region)."""
     func = m.aux.function_containing(addr, m.pid)
     if func is None:
         return "no-function"
@@ -105,6 +108,8 @@ def plan_region(m: ProbeManager, addr: int) -> tuple[Decoded, ...] | str:
     end = region[-1].address + region[-1].length
     if any(addr < other < end for other in m.break_list):
         return "probe-in-region"
+    if any(m.aux.within_kprobe_blacklist(d.address) is not None for d in region[1:]):
+        return "reserved-in-region"
     return region
 
 
