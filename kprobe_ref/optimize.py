@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from kprobe_ref import manager as _engine
-from kprobe_ref.arch.base import Decoded, OptPlan, Verdict
+from kprobe_ref.arch.base import OptPlan, OptRegion, Verdict
 from kprobe_ref.point import Optimized, ProbePoint, overlay_original
 from kprobe_ref.probe import Kprobe
 from kprobe_ref.ptregs import PtRegs
@@ -89,7 +89,7 @@ def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
     return None
 
 
-def plan_region(m: ProbeManager, addr: int) -> tuple[Decoded, ...] | str:
+def plan_region(m: ProbeManager, addr: int) -> OptRegion | str:
     """The instructions a jump at ``addr`` would replace, or the reason code refusing it:
     no exception table entry in the function holding ``addr``, the ISA's rules over the
     whole function (its original bytes), no other probe inside the region, and no
@@ -105,10 +105,9 @@ def plan_region(m: ProbeManager, addr: int) -> tuple[Decoded, ...] | str:
     region = m.arch.plan_optimized_region(_original(m, start, size), start, addr)
     if isinstance(region, str):
         return region
-    end = region[-1].address + region[-1].length
-    if any(addr < other < end for other in m.break_list):
+    if any(addr < other < region.end for other in m.break_list):
         return "probe-in-region"
-    if any(m.aux.within_kprobe_blacklist(d.address) is not None for d in region[1:]):
+    if any(m.aux.within_kprobe_blacklist(d.address) is not None for d in region.insns[1:]):
         return "reserved-in-region"
     return region
 
@@ -135,7 +134,7 @@ def optimize_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
     region = plan_region(m, point.address)
     if isinstance(region, str):
         return region
-    return _cpu_refusal(m, point, region[-1].address + region[-1].length)
+    return _cpu_refusal(m, point, region.end)
 
 
 # -- writing and removing the jump ---------------------------------------------------------
@@ -180,8 +179,7 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
     region = plan_region(m, point.address) if why is None else why
     if isinstance(region, str):
         return region
-    end = region[-1].address + region[-1].length
-    why = _cpu_refusal(m, point, end)
+    why = _cpu_refusal(m, point, region.end)
     if why is not None:
         return why
     detour = m.aux.alloc_kernel_exec_memory(point.address, m.arch.slot_size)

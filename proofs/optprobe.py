@@ -39,7 +39,7 @@ from capstone import x86 as csx86
 
 from kprobe_ref import bits
 from kprobe_ref.arch import get_arch
-from kprobe_ref.arch.base import Decoded, OptPlan
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion
 from kprobe_ref.corpus import bundled_image
 from kprobe_ref.models import model
 from kprobe_ref.models.state import State
@@ -51,8 +51,8 @@ from kprobe_ref.sim.elf import Image, read_image
 __all__ = ["BuildRule", "Function", "PlanRule", "accepted", "corpus_functions", "edges",
            "optprobe_obligations"]
 
-PlanRule = Callable[[bytes, int, int], "tuple[Decoded, ...] | str"]
-BuildRule = Callable[["tuple[Decoded, ...]", int, int], "OptPlan | str"]
+PlanRule = Callable[[bytes, int, int], "OptRegion | str"]
+BuildRule = Callable[[OptRegion, int, int], "OptPlan | str"]
 
 REACH = (1 << 31) - (1 << 20)
 DELTAS = (0x1000, -0x3000, REACH, -REACH)
@@ -101,7 +101,7 @@ def _starts(f: Function) -> list[int]:
     return out
 
 
-def accepted(f: Function, rule: PlanRule) -> Iterator[tuple[int, tuple[Decoded, ...]]]:
+def accepted(f: Function, rule: PlanRule) -> Iterator[tuple[int, OptRegion]]:
     """Every (probe address, region) the rule accepts in ``f``."""
     for addr in _starts(f):
         region = rule(f.code, f.start, addr)
@@ -147,7 +147,7 @@ def edges(f: Function) -> list[z3.BoolRef]:
 
 
 def _into_region(f: Function, rule: PlanRule) -> tuple[z3.BoolRef, dict[int, int]] | None:
-    regions = {addr: r[-1].address + r[-1].length for addr, r in accepted(f, rule)}
+    regions = {addr: r.end for addr, r in accepted(f, rule)}
     if not regions:
         return None
     t = z3.BitVec("target", 64)
@@ -178,17 +178,16 @@ def _no_branch_into_region(functions: list[Function], rule: PlanRule) -> Result:
 # -- (b) and (c): the detour ---------------------------------------------------------------
 
 
-def _sample(functions: list[Function], rule: PlanRule
-            ) -> list[tuple[int, tuple[Decoded, ...]]]:
+def _sample(functions: list[Function], rule: PlanRule) -> list[tuple[int, OptRegion]]:
     every = [(a, r) for f in functions for a, r in accepted(f, rule)]
-    rip = [(a, r) for a, r in every if any("disp_offset" in d.fields for d in r)]
+    rip = [(a, r) for a, r in every if any("disp_offset" in d.fields for d in r.insns)]
     rest = [x for x in every if x not in rip]
     random.Random(11).shuffle(rest)
     return rip + rest[:max(0, SAMPLE - len(rip))]
 
 
 def _plans(functions: list[Function], plan: PlanRule, build: BuildRule
-           ) -> Iterator[tuple[int, tuple[Decoded, ...], int, OptPlan]]:
+           ) -> Iterator[tuple[int, OptRegion, int, OptPlan]]:
     for addr, region in _sample(functions, plan):
         for delta in DELTAS:
             built = build(region, addr, (addr + delta) & bits.mask(64))
@@ -196,11 +195,11 @@ def _plans(functions: list[Function], plan: PlanRule, build: BuildRule
                 yield addr, region, delta, built
 
 
-def _layout_error(region: tuple[Decoded, ...], addr: int, p: OptPlan) -> str | None:
+def _layout_error(region: OptRegion, addr: int, p: OptPlan) -> str | None:
     """Whether the detour holds the region in order, back to back, changed only in a
     RIP-relative displacement."""
     at = p.entry
-    for i, d in enumerate(region):
+    for i, d in enumerate(region.insns):
         if p.copies[i] != at or p.starts[i] != d.address - addr:
             return f"instruction {i} placed at {p.copies[i]}, expected {at}"
         copy = p.detour[at:at + d.length]
@@ -208,7 +207,7 @@ def _layout_error(region: tuple[Decoded, ...], addr: int, p: OptPlan) -> str | N
         if len(copy) != d.length or any(copy[j] != d.raw[j] for j in keep):
             return f"instruction {i} ({d.raw.hex()}) copied as {copy.hex()}"
         at += d.length
-    if p.back != at or p.region != region[-1].address + region[-1].length - addr:
+    if p.back != at or p.region != region.end - addr:
         return f"jump back at {p.back}, expected {at}"
     return None
 
@@ -218,10 +217,10 @@ def _in_disp(d: Decoded, j: int) -> bool:
     return off is not None and off <= j < off + 4
 
 
-def _rip_claims(region: tuple[Decoded, ...], delta: int, p: OptPlan, a: z3.BitVecRef,
+def _rip_claims(region: OptRegion, delta: int, p: OptPlan, a: z3.BitVecRef,
                 s: State) -> list[z3.BoolRef]:
     out = []
-    for i, d in enumerate(region):
+    for i, d in enumerate(region.insns):
         off = d.fields.get("disp_offset")
         if off is None:
             continue

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from kprobe_ref.arch.base import Decoded, OptPlan
+from kprobe_ref.arch.base import OptPlan, OptRegion
 from kprobe_ref.arch.x86_64 import optimize as x86_opt
 from kprobe_ref.arch.x86_64 import slot as x86_slot
 from kprobe_ref.proofs.core import Result
@@ -64,14 +64,13 @@ def test_relocating_for_the_wrong_place_fails(monkeypatch: pytest.MonkeyPatch) -
     assert not _check("detour-same-state").proved
 
 
-def _back_to_second_byte(region: tuple[Decoded, ...], addr: int, detour: int
-                         ) -> OptPlan | str:
+def _back_to_second_byte(region: OptRegion, addr: int, detour: int) -> OptPlan | str:
     """A detour whose jump back returns after the first instruction only, as a one-
     instruction boosted slot would."""
     p = x86_opt.build_detour(region, addr, detour)
     if isinstance(p, str):
         return p
-    field = x86_slot.jump_rel32_field(detour + p.back, addr + region[0].length)
+    field = x86_slot.jump_rel32_field(detour + p.back, addr + region.insns[0].length)
     assert isinstance(field, int)
     back = b"\xe9" + field.to_bytes(4, "little")
     return dataclasses.replace(p, detour=p.detour[:p.back] + back)

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
-from kprobe_ref.arch.base import Decoded, OptPlan, SimState, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, SimState, SlotPlan, Verdict
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = [
-    "ARCHES", "ArchOps", "Decoded", "OptPlan", "SimState", "SlotPlan", "Verdict", "get_arch",
+    "ARCHES", "ArchOps", "Decoded", "OptPlan", "OptRegion", "SimState", "SlotPlan", "Verdict",
+    "get_arch",
     "instruction_starts",
 ]
 
@@ -86,12 +87,12 @@ class ArchOps(Protocol):
         then takes two traps; boosting never refuses a probe)."""
 
     def plan_optimized_region(self, code: bytes, start: int, addr: int
-                              ) -> tuple[Decoded, ...] | str:
+                              ) -> OptRegion | str:
         """The instructions a jump-optimized probe at ``addr`` would replace, given the
         original bytes ``code`` of the whole function starting at ``start``; or the reason
         code refusing optimization there (``docs/optprobes.md``)."""
 
-    def build_detour(self, region: tuple[Decoded, ...], addr: int, detour: int
+    def build_detour(self, region: OptRegion, addr: int, detour: int
                      ) -> OptPlan | str:
         """The jump and detour buffer of an optimized probe at ``addr`` over ``region``,
         with the detour placed at ``detour``; or the reason code refusing it (a jump or a

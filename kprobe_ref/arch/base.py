@@ -25,7 +25,7 @@ from typing import Protocol
 
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["Decoded", "OptPlan", "SimState", "SlotPlan", "Verdict", "bucket_rows",
+__all__ = ["Decoded", "OptPlan", "OptRegion", "SimState", "SlotPlan", "Verdict", "bucket_rows",
            "compile_pattern"]
 
 
@@ -105,6 +105,23 @@ class SlotPlan:
     """A boosted variant: the slot ends with a jump to ``probe address + resume_delta``
     instead of a breakpoint (``break_offset`` is then where that jump starts), so leaving it
     takes no trap and it never borrows a scratch register."""
+
+
+@dataclass(frozen=True)
+class OptRegion:
+    """The whole instructions a jump-optimized probe's jump replaces (the first at the
+    probe address), and the register the ISA's jumps may overwrite (``None`` where the
+    jump needs none: x86 ``jmp rel32``); that register is dead at the probe address and
+    untouched by the region (``docs/optprobes.md``)."""
+
+    insns: tuple[Decoded, ...]
+    scratch: int | None = None
+
+    @property
+    def end(self) -> int:
+        """The address of the first instruction after the region."""
+        last = self.insns[-1]
+        return last.address + last.length
 
 
 @dataclass(frozen=True)

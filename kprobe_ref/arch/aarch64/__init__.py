@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from kprobe_ref.arch.aarch64 import decode as _decode
 from kprobe_ref.arch.aarch64 import encoding, optimize, regs, rethook, simulate, slot
-from kprobe_ref.arch.base import Decoded, OptPlan, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, SimState, SlotPlan
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
@@ -62,10 +62,10 @@ class AARCH64:
         return slot.build_boosted_slot(decoded, slot_addr, user)
 
     def plan_optimized_region(self, code: bytes, start: int, addr: int
-                              ) -> tuple[Decoded, ...] | str:
+                              ) -> OptRegion | str:
         return optimize.plan_region(code, start, addr)
 
-    def build_detour(self, region: tuple[Decoded, ...], addr: int, detour: int
+    def build_detour(self, region: OptRegion, addr: int, detour: int
                      ) -> OptPlan | str:
         return optimize.build_detour(region, addr, detour)
 

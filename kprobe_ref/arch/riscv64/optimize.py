@@ -10,18 +10,18 @@ the probe point (proposed for Linux, not merged); it is not done here yet.
 
 from __future__ import annotations
 
-from kprobe_ref.arch.base import Decoded, OptPlan
+from kprobe_ref.arch.base import OptPlan, OptRegion
 
 __all__ = ["REFUSAL", "build_detour", "plan_region"]
 
 REFUSAL = "no-jump-optimization"
 
 
-def plan_region(code: bytes, start: int, addr: int) -> tuple[Decoded, ...] | str:
+def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
     """The region a jump at ``addr`` would replace: never, on this ISA."""
     return REFUSAL
 
 
-def build_detour(region: tuple[Decoded, ...], addr: int, detour: int) -> OptPlan | str:
+def build_detour(region: OptRegion, addr: int, detour: int) -> OptPlan | str:
     """The detour of an optimized probe: never, on this ISA."""
     return REFUSAL

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kprobe_ref.arch.base import Decoded, OptPlan, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, SimState, SlotPlan
 from kprobe_ref.arch.x86_64 import decode as _decode
 from kprobe_ref.arch.x86_64 import encoding, optimize, regs, rethook, simulate, slot
 from kprobe_ref.bits import BV
@@ -59,10 +59,10 @@ class X86_64:
         return slot.build_boosted_slot(decoded, slot_addr, user)
 
     def plan_optimized_region(self, code: bytes, start: int, addr: int
-                              ) -> tuple[Decoded, ...] | str:
+                              ) -> OptRegion | str:
         return optimize.plan_region(code, start, addr)
 
-    def build_detour(self, region: tuple[Decoded, ...], addr: int, detour: int
+    def build_detour(self, region: OptRegion, addr: int, detour: int
                      ) -> OptPlan | str:
         return optimize.build_detour(region, addr, detour)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, OptPlan, Verdict
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Verdict
 from kprobe_ref.arch.x86_64.decode import decode
 from kprobe_ref.arch.x86_64.encoding import parse
 from kprobe_ref.arch.x86_64.slot import (
@@ -129,7 +129,7 @@ def _refusal(d: Decoded) -> str | None:
     return None
 
 
-def plan_region(code: bytes, start: int, addr: int) -> tuple[Decoded, ...] | str:
+def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
     """The instructions a jump at ``addr`` would replace in the function ``code`` (located
     at ``start``), or the reason code refusing it (see the module docstring)."""
     f = flow(code, start)
@@ -147,7 +147,7 @@ def plan_region(code: bytes, start: int, addr: int) -> tuple[Decoded, ...] | str
         return "jump-target-in-region"
     if f.indirect is not None:
         return "indirect-jump-in-function"
-    return tuple(region)
+    return OptRegion(tuple(region))
 
 
 def _jump(at: int, target: int) -> bytes | None:
@@ -167,19 +167,19 @@ def _relocate(d: Decoded, at: int) -> bytes | None:
         return None
 
 
-def build_detour(region: tuple[Decoded, ...], addr: int, detour: int) -> OptPlan | str:
+def build_detour(region: OptRegion, addr: int, detour: int) -> OptPlan | str:
     """The plan of a jump at ``addr`` over ``region`` to a detour at ``detour``, or the
     reason code refusing it."""
     code = bytearray(ENTRY)
     starts, copies = [], []
-    for d in region:
+    for d in region.insns:
         moved = _relocate(d, detour + len(code))
         if moved is None:
             return "rip-relative-out-of-reach"
         starts.append(d.address - addr)
         copies.append(len(code))
         code += moved
-    size = region[-1].address + region[-1].length - addr
+    size = region.end - addr
     back = _jump(detour + len(code), (addr + size) & bits.mask(64))
     jump = _jump(addr, detour)
     if back is None or jump is None:
