@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("kprobe_ref")
+DETOUR_SIZE = 64
+"""Bytes of executable memory a detour buffer takes (x86_64: at most 25; riscv64: 22)."""
 
 
 # -- eligibility --------------------------------------------------------------------------
@@ -141,26 +143,27 @@ def optimize_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
 
 
 def _write_jump(m: ProbeManager, point: ProbePoint, opt: Optimized) -> None:
-    """Replace the breakpoint by the jump, tail first (``text_poke_bp``: the breakpoint
-    stays on the first byte until the rest is in place).  All or nothing."""
-    jump, addr = opt.plan.jump, point.address
-    m.patch(addr + 1, jump[1:])
+    """Replace the breakpoint by the jump, the part after the breakpoint first
+    (``text_poke_bp``: the breakpoint stays until the rest is in place).  All or
+    nothing."""
+    jump, addr, k = opt.plan.jump, point.address, len(point.breakpoint)
+    m.patch(addr + k, jump[k:])
     try:
-        m.patch(addr, jump[:1])
+        m.patch(addr, jump[:k])
     except BaseException:
-        _engine._restore_bytes(m, addr + 1, opt.original[1:len(jump)])
+        _engine._restore_bytes(m, addr + k, opt.original[k:len(jump)])
         raise
 
 
 def _remove_jump(m: ProbeManager, point: ProbePoint, opt: Optimized) -> None:
-    """Put the breakpoint back on the first byte, then the original bytes under the jump's
-    tail (``arch_unoptimize_kprobe``).  All or nothing."""
-    jump, addr = opt.plan.jump, point.address
+    """Put the breakpoint back, then the original bytes under the rest of the jump
+    (``arch_unoptimize_kprobe``).  All or nothing."""
+    jump, addr, k = opt.plan.jump, point.address, len(point.breakpoint)
     m.patch(addr, point.breakpoint)
     try:
-        m.patch(addr + 1, opt.original[1:len(jump)])
+        m.patch(addr + k, opt.original[k:len(jump)])
     except BaseException:
-        _engine._restore_bytes(m, addr, jump[:1])
+        _engine._restore_bytes(m, addr, jump[:k])
         raise
 
 
@@ -182,7 +185,7 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
     why = _cpu_refusal(m, point, region.end)
     if why is not None:
         return why
-    detour = m.aux.alloc_kernel_exec_memory(point.address, m.arch.slot_size)
+    detour = m.aux.alloc_kernel_exec_memory(point.address, DETOUR_SIZE)
     try:
         plan = m.arch.build_detour(region, point.address, detour)
         if isinstance(plan, str):
@@ -199,7 +202,7 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
 
 
 def _install(m: ProbeManager, point: ProbePoint, detour: int, plan: OptPlan) -> Optimized:
-    assert len(plan.detour) <= m.arch.slot_size
+    assert len(plan.detour) <= DETOUR_SIZE
     m.patch(detour, plan.detour)
     opt = Optimized(detour, plan, _original(m, point.address, plan.region))
     _write_jump(m, point, opt)
@@ -302,7 +305,7 @@ def collect_detours(m: ProbeManager) -> int:
     same grace-period conditions); returns how many were freed."""
     kept: list[Optimized] = []
     for opt in m.opt_garbage:
-        if m.aux.exec_memory_in_use(opt.detour, m.arch.slot_size, m.pid):
+        if m.aux.exec_memory_in_use(opt.detour, len(opt.plan.detour), m.pid):
             kept.append(opt)
             continue
         m.opt_entries.pop(opt.detour, None)
