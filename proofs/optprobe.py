@@ -1,4 +1,4 @@
-"""Jump-optimized probe obligations (``docs/optprobes.md``), x86_64.
+"""Jump-optimized probe obligations (``docs/optprobes.md``), x86_64 and riscv64.
 
 The rules under test are the ISA's ``plan_optimized_region`` (which region a jump may
 replace) and ``build_detour`` (the detour's contents); each obligation can be given a
@@ -25,6 +25,18 @@ bundled x86_64 corpus (or the functions given):
   lands on the detour, the detour's last jump lands on ``probe address + region size``
   (the first instruction after the region), both are the model's ``jmp rel32`` and change
   nothing else.
+
+Over every function of the bundled riscv64 corpus:
+
+- ``optprobe``/``scratch-dead``: for every accepted region, a Datalog query (Z3's fixed-point
+  engine) over the function's control flow, written apart from the rule's own fixed point:
+  starting at the probe and stopping where the register is written, no reachable
+  instruction reads the register the jump uses, no reachable exit leaves it live under the
+  calling convention, and no region instruction writes it.  The table of what each
+  instruction reads and writes (``arch/riscv64/optimize.effect``) is shared with the rule.
+- ``optprobe``/``jumps-land``: for every even probe address, the ``auipc``+``jalr`` pair at
+  the probe lands on the detour and the one at the detour's end on the first instruction
+  after the region, both change no register but the dead one (the riscv64 model).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from capstone import x86 as csx86
 from kprobe_ref import bits
 from kprobe_ref.arch import get_arch
 from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion
+from kprobe_ref.arch.riscv64 import optimize as rv_opt
 from kprobe_ref.corpus import bundled_image
 from kprobe_ref.models import model
 from kprobe_ref.models.state import State
@@ -71,9 +84,9 @@ class Function:
     code: bytes
 
 
-def corpus_functions() -> list[Function]:
-    """Every function of the bundled x86_64 kernel image."""
-    image = read_image(bundled_image("x86_64"), "x86_64")
+def corpus_functions(isa: str = "x86_64") -> list[Function]:
+    """Every function of the bundled kernel image of ``isa``."""
+    image = read_image(bundled_image(isa), isa)
     out = []
     for start, size, name in image.function_symbols:
         data = _image_bytes(image, start, size)
@@ -89,8 +102,8 @@ def _image_bytes(image: Image, start: int, size: int) -> bytes | None:
     return None
 
 
-def _starts(f: Function) -> list[int]:
-    arch = get_arch("x86_64")
+def _starts(f: Function, isa: str = "x86_64") -> list[int]:
+    arch = get_arch(isa)
     out, off = [], 0
     while off < len(f.code):
         n = arch.insn_length(f.code[off:], f.start + off)
@@ -101,9 +114,10 @@ def _starts(f: Function) -> list[int]:
     return out
 
 
-def accepted(f: Function, rule: PlanRule) -> Iterator[tuple[int, OptRegion]]:
+def accepted(f: Function, rule: PlanRule, isa: str = "x86_64"
+             ) -> Iterator[tuple[int, OptRegion]]:
     """Every (probe address, region) the rule accepts in ``f``."""
-    for addr in _starts(f):
+    for addr in _starts(f, isa):
         region = rule(f.code, f.start, addr)
         if not isinstance(region, str):
             yield addr, region
@@ -288,6 +302,8 @@ def optprobe_obligations(isa: str, plan: PlanRule | None = None,
                          functions: list[Function] | None = None) -> list[Obligation]:
     """The optimized-probe obligations of ``isa`` (none where the ISA optimizes nothing);
     ``plan``/``build`` replace the ISA's rules and ``functions`` the corpus."""
+    if isa == "riscv64":
+        return _riscv_obligations(plan, build, functions)
     if isa != "x86_64":
         return []
     arch = get_arch(isa)
@@ -309,3 +325,135 @@ def optprobe_obligations(isa: str, plan: PlanRule | None = None,
                    timed(lambda: _jump_back(funcs(), plan_rule, build_rule))),
     ]
 
+
+
+# -- riscv64: the dead register and the auipc+jalr pair ----------------------------------------
+
+
+def _rv_successors(i: int, f: Function, insns: tuple[Decoded, ...],
+                   effects: tuple[rv_opt.Effect, ...], index: dict[int, int]
+                   ) -> tuple[list[int], int]:
+    """Where control goes after instruction ``i``: the instructions of ``f`` it can reach
+    next, and the registers the calling convention makes live if it leaves ``f`` there."""
+    e, end = effects[i], f.start + len(f.code)
+    nxt = ([i + 1], 0) if i + 1 < len(insns) else ([], rv_opt.ALL)
+
+    def to(addr: int) -> tuple[list[int], int]:
+        if not f.start <= addr < end:
+            return [], rv_opt.TAIL
+        j = index.get(addr)
+        return ([j], 0) if j is not None else ([], rv_opt.ALL)
+
+    if e.kind in ("next", "call"):
+        return nxt
+    if e.kind in ("branch", "jump"):
+        assert e.target is not None
+        there = to(e.target)
+        if e.kind == "jump":
+            return there
+        return nxt[0] + there[0], nxt[1] | there[1]
+    return [], rv_opt.EXIT if e.kind == "ret" else rv_opt.ALL
+
+
+def _rv_dead_claim(f: Function, addr: int, region: OptRegion) -> Result:
+    """Datalog over ``f``: from the probe, following control flow and stopping where the
+    scratch register is written, no instruction reads it, no exit leaves it live, and no
+    region instruction writes it."""
+    r = region.scratch
+    assert r is not None
+    insns = rv_opt.flow(f.code, f.start).insns
+    effects = tuple(rv_opt.effect(d.raw, d.address) for d in insns)
+    index = {d.address: i for i, d in enumerate(insns)}
+    fp = z3.Fixedpoint()
+    fp.set(engine="datalog")
+    node = z3.BitVecSort(16)
+    reach, bad = z3.Function("reach", node, z3.BoolSort()), z3.Function("bad", z3.BoolSort())
+    fp.register_relation(reach, bad)
+    fp.fact(reach(z3.BitVecVal(index[addr], 16)))
+    inside = {index[d.address] for d in region.insns}
+    for i, e in enumerate(effects):
+        here = reach(z3.BitVecVal(i, 16))
+        succ, leaving = _rv_successors(i, f, insns, effects, index)
+        if e.uses >> r & 1 or (i in inside and e.defs >> r & 1):
+            fp.rule(bad(), here)
+        if e.defs >> r & 1:
+            continue
+        if leaving >> r & 1:
+            fp.rule(bad(), here)
+        for j in succ:
+            fp.rule(reach(z3.BitVecVal(j, 16)), here)
+    if fp.query(bad()) == z3.unsat:
+        return Result(True, 0.0, None, "")
+    return Result(False, 0.0, {"function": f.name, "probe": hex(addr), "scratch": f"x{r}"},
+                  "a path from the probe reads the scratch register before writing it")
+
+
+def _rv_scratch_dead(functions: list[Function], plan: PlanRule) -> Result:
+    count = 0
+    for f in functions:
+        for addr, region in accepted(f, plan, "riscv64"):
+            r = _rv_dead_claim(f, addr, region)
+            if not r.proved:
+                return r
+            count += 1
+    return Result(True, 0.0, None, f"{count} accepted regions, scratch register dead")
+
+
+def _rv_lands(s: State, pair: bytes, target: z3.BitVecRef, reg: int) -> z3.BoolRef:
+    """``pair`` (at ``s.pc``) is ``auipc reg; jalr x0, (reg)`` and, on the model, lands on
+    ``target`` changing no register but ``reg``."""
+    cls = model("riscv64").CLASSES
+    w1, w2 = int.from_bytes(pair[:4], "little"), int.from_bytes(pair[4:8], "little")
+    mid = cls["auipc"].step(s, w1)
+    after = cls["jalr"].step(mid, w2)
+    name = f"x{reg}"
+    expect = s.evolve(target, {name: after.regs[name]})
+    return z3.And(cls["auipc"].encoding(w1), cls["jalr"].encoding(w2),
+                  (w2 >> 7) & 31 == 0, (w2 >> 15) & 31 == reg, (w1 >> 7) & 31 == reg,
+                  same_state(expect, after))
+
+
+def _rv_jumps_land(functions: list[Function], plan: PlanRule, build: BuildRule) -> Result:
+    s = initial_state(model("riscv64").REGS)
+    a = z3.BitVec("probe", 64)
+    even = z3.Extract(0, 0, a) == 0
+    claims, count = [], 0
+    for addr, region in _sample_rv(functions, plan):
+        for delta in DELTAS:
+            p = build(region, addr, (addr + delta) & bits.mask(64))
+            if isinstance(p, str):
+                continue
+            reg = region.scratch
+            assert reg is not None
+            entry = _rv_lands(s.evolve(a), p.jump, a + delta, reg)
+            back = _rv_lands(s.evolve(a + delta + p.back), p.detour[p.back:p.back + 8],
+                             a + p.region, reg)
+            claims.append((addr, delta, z3.Implies(even, z3.And(entry, back))))
+            count += 1
+    return _prove_each(claims, f"{count} (region, detour) pairs, every even probe address")
+
+
+def _sample_rv(functions: list[Function], plan: PlanRule) -> list[tuple[int, OptRegion]]:
+    every = [(a, r) for f in functions for a, r in accepted(f, plan, "riscv64")]
+    random.Random(12).shuffle(every)
+    return every[:SAMPLE]
+
+
+def _riscv_obligations(plan: PlanRule | None, build: BuildRule | None,
+                       functions: list[Function] | None) -> list[Obligation]:
+    arch = get_arch("riscv64")
+    plan_rule: PlanRule = plan or arch.plan_optimized_region
+    build_rule: BuildRule = build or arch.build_detour
+    cache: list[list[Function]] = []
+
+    def funcs() -> list[Function]:
+        if not cache:
+            cache.append(functions if functions is not None else corpus_functions("riscv64"))
+        return cache[0]
+
+    return [
+        Obligation("riscv64", "optprobe", "scratch-dead",
+                   timed(lambda: _rv_scratch_dead(funcs(), plan_rule))),
+        Obligation("riscv64", "optprobe", "jumps-land",
+                   timed(lambda: _rv_jumps_land(funcs(), plan_rule, build_rule))),
+    ]
