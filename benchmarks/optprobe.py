@@ -1,8 +1,8 @@
-"""Jump-optimized kprobes on x86_64: how much can be optimized, traps per hit, hit cost.
+"""Jump-optimized kprobes (x86_64, riscv64): how much can be optimized, traps per hit, cost.
 
-Printed, all measured in this run:
+Printed, all measured in this run, for x86_64 and riscv64:
 
-1. The bundled x86_64 corpus: every instruction of every function is probed in turn with a
+1. The bundled corpus: every instruction of every function is probed in turn with a
    pre-handler-only kprobe and the optimizer is run; the share of instructions (and of
    probeable ones) whose probe was optimized, and the refusal reasons of the rest.
 2. Traps per pre-handler hit over the corpus functions that have inputs, with
@@ -40,10 +40,16 @@ from kprobe_ref.tools.kernel_audit.whole import kernel_functions
 from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
 KERNEL = Path("/work/kernels/vmlinux-x86_64")
-LOOP = bytes.fromhex("4889f8" "4883c001" "4883c002" "48ffcf" "75f2" "c3")
-"""``mov rax, rdi; l: add rax, 1; add rax, 2; dec rdi; jnz l; ret``; the probe sits at
-``l`` (a branch target at the region's start is allowed)."""
-LOOP_AT, LOOP_PROBE = 0x40_0000, 0x40_0003
+ISAS = ("x86_64", "riscv64")
+LOOPS: dict[str, tuple[bytes, int]] = {
+    "x86_64": (bytes.fromhex("4889f8" "4883c001" "4883c002" "48ffcf" "75f2" "c3"), 3),
+    "riscv64": (bytes.fromhex("13051500" "13052500" "9385f5ff" "e39a05fe" "67800000"), 0),
+}
+"""A loop whose head holds the probe, and the head's offset: x86_64 ``mov rax, rdi;
+l: add rax, 1; add rax, 2; dec rdi; jnz l; ret`` (returns 4n), riscv64 ``l: addi a0, a0, 1;
+addi a0, a0, 2; addi a1, a1, -1; bnez a1, l; ret`` (a0 = 0: returns 3n).  A branch target
+at the region's start is allowed."""
+LOOP_AT = 0x40_0000
 
 
 def _pre(addr: int) -> ProbeBuilder:
@@ -53,8 +59,8 @@ def _pre(addr: int) -> ProbeBuilder:
 # -- 1. the corpus ---------------------------------------------------------------------------
 
 
-def corpus_fraction() -> None:
-    r = Runner("x86_64", bundled_image("x86_64"))
+def corpus_fraction(isa: str) -> None:
+    r = Runner(isa, bundled_image(isa))
     m, reasons = r.m, Counter[str]()
     total = probeable = optimized = 0
     for name in sorted(r.image.functions):
@@ -72,7 +78,7 @@ def corpus_fraction() -> None:
                 assert h.point is not None
                 reasons[optimize_refusal(m.manager, h.point) or "?"] += 1
             unregister_kprobe(m.manager, m.points, h)
-    print(f"bundled x86_64 corpus: {total} instructions, {probeable} probeable, "
+    print(f"bundled {isa} corpus: {total} instructions, {probeable} probeable, "
           f"{optimized} optimized = {optimized / total:.1%} of all, "
           f"{optimized / max(probeable, 1):.1%} of probeable")
     for why, n in reasons.most_common():
@@ -90,11 +96,11 @@ class Tally:
     hits_by_kind: Counter[str] = field(default_factory=Counter)
 
 
-def traps_per_hit(optimization: bool) -> Tally:
-    r = Runner("x86_64", bundled_image("x86_64"))
+def traps_per_hit(isa: str, optimization: bool) -> Tally:
+    r = Runner(isa, bundled_image(isa))
     m, t = r.m, Tally()
     m.manager.optimization = optimization
-    for name, spec in sorted(bundled_specs("x86_64").items()):
+    for name, spec in sorted(bundled_specs(isa).items()):
         if not spec.callable or not spec.cases or name not in r.image.functions:
             continue
         for addr in r.instructions(name):
@@ -118,9 +124,10 @@ def _per(traps: int, hits: int) -> str:
     return f"{traps / hits:.3f}" if hits else "-"
 
 
-def traps_section() -> None:
-    on, off = traps_per_hit(True), traps_per_hit(False)
-    print(f"traps per pre-handler hit over the corpus runs ({on.hits} hits): optimization on "
+def traps_section(isa: str) -> None:
+    on, off = traps_per_hit(isa, True), traps_per_hit(isa, False)
+    print(f"{isa}: traps per pre-handler hit over the corpus runs ({on.hits} hits): "
+          "optimization on "
           f"{_per(on.traps, on.hits)}, off (boosted slots) {_per(off.traps, off.hits)}")
     for kind in ("optimized", "breakpoint"):
         print(f"    with optimization on, {kind:10} sites: {on.hits_by_kind[kind]:8} hits, "
@@ -130,29 +137,33 @@ def traps_section() -> None:
 # -- 3. hit cost -----------------------------------------------------------------------------
 
 
-def _loop_machine() -> Machine:
-    m = Machine("x86_64")
+def _loop_machine(isa: str) -> Machine:
+    m = Machine(isa)
+    code = LOOPS[isa][0]
     m.map(LOOP_AT, 0x1000, "rx")
-    m.write(LOOP_AT, LOOP)
-    m.add_symbol("loop", LOOP_AT, len(LOOP))
+    m.write(LOOP_AT, code)
+    m.add_symbol("loop", LOOP_AT, len(code))
     return m
 
 
 def _timed(m: Machine, n: int) -> float:
     t = time.perf_counter()
-    assert m.call(LOOP_AT, n) == 4 * n
+    if m.isa == "x86_64":
+        assert m.call(LOOP_AT, n) == 4 * n
+    else:
+        assert m.call(LOOP_AT, 0, n) == 3 * n
     return time.perf_counter() - t
 
 
 KINDS = ("unprobed", "optimized", "breakpoint, boosted", "breakpoint, two traps")
 
 
-def _probed(kind: str) -> Machine:
+def _probed(isa: str, kind: str) -> Machine:
     """A machine running the loop with the probe of ``kind`` at its head."""
-    m = _loop_machine()
+    m = _loop_machine(isa)
     if kind == "unprobed":
         return m
-    b = _pre(LOOP_PROBE)
+    b = _pre(LOOP_AT + LOOPS[isa][1])
     if kind.endswith("two traps"):
         b = b.with_post_handler(lambda _d, _r: None)
     h = register_kprobe(m.manager, m.points, b)
@@ -162,10 +173,10 @@ def _probed(kind: str) -> Machine:
     return m
 
 
-def hit_cost(n: int = 2000, rounds: int = 9) -> None:
+def hit_cost(isa: str, n: int = 2000, rounds: int = 9) -> None:
     """One machine per kind, timed in turn round after round (so load on the host hits
     every kind alike); the fastest round of each counts."""
-    machines = {kind: _probed(kind) for kind in KINDS}
+    machines = {kind: _probed(isa, kind) for kind in KINDS}
     best = dict.fromkeys(KINDS, float("inf"))
     traps = {kind: m.trap_count for kind, m in machines.items()}
     for _ in range(rounds):
@@ -177,7 +188,7 @@ def hit_cost(n: int = 2000, rounds: int = 9) -> None:
         per_hit = (machines[kind].trap_count - traps[kind]) / rounds / n
         print(f"    {kind:24} {costs[kind] * 1e6:8.2f} us/hit  ({per_hit:.0f} traps/hit)")
     opt = costs["optimized"]
-    print(f"hit cost, optimized / breakpoint: {opt / costs['breakpoint, boosted']:.2f} "
+    print(f"{isa}: hit cost, optimized / breakpoint: {opt / costs['breakpoint, boosted']:.2f} "
           f"(boosted slot), {opt / costs['breakpoint, two traps']:.2f} (two traps); "
           f"unprobed loop {plain / n * 1e6:.2f} us/iteration")
 
@@ -240,9 +251,12 @@ def main() -> None:
     p.add_argument("--kernel", type=Path, default=KERNEL)
     p.add_argument("--kernel-functions", type=int, default=1500)
     args = p.parse_args()
-    corpus_fraction()
-    traps_section()
-    hit_cost()
+    for isa in ISAS:
+        corpus_fraction(isa)
+    for isa in ISAS:
+        traps_section(isa)
+    for isa in ISAS:
+        hit_cost(isa)
     kernel_fraction(args.kernel, args.kernel_functions)
 
 

@@ -1,5 +1,5 @@
-"""Every instruction of every bundled x86_64 corpus function, probed in turn with a
-pre-handler-only kprobe and optimization on: where the point is optimized, the function's
+"""Every instruction of every bundled x86_64 and riscv64 corpus function, probed in turn
+with a pre-handler-only kprobe and optimization on: where the point is optimized, the function's
 return value and memory are the unprobed run's, the hit count is the number of times the
 instruction executes unprobed, and no trap is taken; removing the probe restores the code
 and frees the detour."""
@@ -12,22 +12,24 @@ from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.tools.verify import Runner, bundled_image, bundled_specs
 
-FUNCTIONS = sorted(n for n, s in bundled_specs("x86_64").items() if s.callable and s.cases)
-_RUNNER: list[Runner] = []
+ISAS = ("x86_64", "riscv64")
+CASES = [(isa, n) for isa in ISAS
+         for n, s in sorted(bundled_specs(isa).items()) if s.callable and s.cases]
+_RUNNERS: dict[str, Runner] = {}
 
 
-def _runner() -> Runner:
-    if not _RUNNER:
-        r = Runner("x86_64", bundled_image("x86_64"))
+def _runner(isa: str) -> Runner:
+    if isa not in _RUNNERS:
+        r = Runner(isa, bundled_image(isa))
         r.m.manager.optimization = True
-        _RUNNER.append(r)
-    return _RUNNER[0]
+        _RUNNERS[isa] = r
+    return _RUNNERS[isa]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_optimized_probe_at_every_instruction(name: str) -> None:
-    r, cases = _runner(), bundled_specs("x86_64")[name].cases
+@pytest.mark.parametrize(("isa", "name"), CASES, ids=[f"{i}-{n}" for i, n in CASES])
+def test_optimized_probe_at_every_instruction(isa: str, name: str) -> None:
+    r, cases = _runner(isa), bundled_specs(isa)[name].cases
     m = r.m
     baseline, totals = r.baseline(name, cases)
     problems = []
