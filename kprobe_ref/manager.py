@@ -28,6 +28,12 @@ in the middle of a probe (:func:`kprobe_abort`) leaves no control block behind.
 Lifecycle operations are all or nothing: when the host fails a write, registration,
 unregistration, enabling and disabling leave memory, slots and tables as they were and the
 error propagates.
+
+A point may be *jump-optimized* (``kprobe_ref/optimize.py``, ``docs/optprobes.md``): its
+breakpoint replaced by a jump to a detour buffer, its hits delivered by the host without a
+trap.  The lifecycle operations here unoptimize the points a change needs back as
+breakpoints first (and put the same jumps back if the change fails), and run the optimizer
+once they have succeeded when ``optimization`` is set.
 """
 
 from __future__ import annotations
