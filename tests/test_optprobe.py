@@ -14,12 +14,15 @@ from typing import Any
 import pytest
 
 from kprobe_ref import (
+    KretprobeBuilder,
     ProbeBuilder,
     PtRegs,
     optimize_kprobes,
     register_kprobe,
+    register_kretprobe,
     register_uprobe,
     unregister_kprobe,
+    unregister_kretprobe,
 )
 from kprobe_ref.kernel.elfscan import KernelElf
 from kprobe_ref.kernel.extable import ExceptionTable, exception_table
@@ -230,6 +233,28 @@ def test_a_detour_a_cpu_is_in_is_freed_only_after_it_leaves() -> None:
     assert m.run(copy, {CODE + 7}) == CODE + 7
     m.call(CODE, 1)
     assert not m.manager.opt_garbage and detour not in m.manager.opt_entries
+
+
+def test_a_kretprobe_entry_is_optimized_and_only_the_return_traps() -> None:
+    m = snippet_machine("x86_64", LOOP_OK)
+    m.manager.optimization = True
+    seen: list[int] = []
+    rp = register_kretprobe(m.manager, m.points, KretprobeBuilder().with_symbol_addr(CODE)
+                            .with_ret_handler(lambda _d, r: seen.append(r.rax)))
+    assert rp.kprobe.optimized
+    assert traps(m, lambda: m.call(CODE, 4), 5) == 1 and seen == [5]
+    unregister_kretprobe(m.manager, m.points, rp)
+    assert m.read(CODE, len(LOOP_OK)) == LOOP_OK
+
+
+def test_the_pcode_cpu_delivers_optimized_hits_too() -> None:
+    m = Machine("x86_64", cpu="pcode")
+    m.map(CODE, 0x1000, "rx")
+    m.write(CODE, LOOP_OK)
+    m.add_symbol("f", CODE, len(LOOP_OK))
+    h = pre_probe(m, CODE)
+    assert optimize_kprobes(m.manager) == 1
+    assert traps(m, lambda: m.call(CODE, 4), 5) == 0 and h.nhit == 1
 
 
 def test_uprobes_are_never_optimized() -> None:
