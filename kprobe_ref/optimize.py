@@ -244,9 +244,10 @@ def covering(m: ProbeManager, addr: int, probe: Kprobe | None = None) -> list[Pr
     """The optimized points a change at ``addr`` needs unoptimized first: one whose region
     holds ``addr`` after its first byte (a new probe there), or the point at ``addr`` when
     ``probe`` (joining or changing there) needs the second trap or the point would lose its
-    breakpoint."""
-    out = []
-    for point in m.break_list.values():
+    breakpoint.  Only optimized points are looked at, so with none (optimization off) this
+    costs nothing."""
+    out: list[ProbePoint] = []
+    for point in {id(p): p for p in m.opt_entries.values()}.values():
         opt = point.opt
         if opt is None or not point.address <= addr < point.address + opt.plan.region:
             continue
