@@ -45,7 +45,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from kprobe_ref import manager as _engine
-from kprobe_ref.arch.base import OptPlan, OptRegion, Verdict
+from kprobe_ref.arch.base import OptPlan, OptRegion, Reach, SlotReach, Verdict
+from kprobe_ref.errors import OutOfReach
 from kprobe_ref.point import Optimized, ProbePoint, overlay_original
 from kprobe_ref.probe import Kprobe
 from kprobe_ref.ptregs import PtRegs
@@ -68,6 +69,9 @@ __all__ = [
 LOG = logging.getLogger("kprobe_ref")
 DETOUR_SIZE = 64
 """Bytes of executable memory a detour buffer takes (x86_64: at most 25; riscv64: 22)."""
+DETOUR_REACH = (1 << 31) - (1 << 20)
+"""How far from the probe a detour may lie: both ISAs' jumps reach +-2 GiB, less a margin
+for the region and the detour's own extent."""
 
 
 # -- eligibility --------------------------------------------------------------------------
@@ -185,7 +189,10 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
     why = _cpu_refusal(m, point, region.end)
     if why is not None:
         return why
-    detour = m.aux.alloc_kernel_exec_memory(point.address, DETOUR_SIZE)
+    try:
+        detour = m.aux.alloc_kernel_exec_memory(point.address, DETOUR_SIZE, _detour_reach(point))
+    except OutOfReach:
+        return "detour-out-of-reach"
     try:
         plan = m.arch.build_detour(region, point.address, detour)
         if isinstance(plan, str):
@@ -199,6 +206,13 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
     m.opt_entries[detour] = point
     m.emit("optimized", point.address, f"{plan.region} bytes, detour at {detour:#x}")
     return None
+
+
+def _detour_reach(point: ProbePoint) -> SlotReach:
+    """Where the detour may go: within :data:`DETOUR_REACH` of the probe, so that the jump
+    there and the jump back both reach (the ISA's plan checks each exactly)."""
+    return SlotReach(required=(Reach(point.address, 0, -DETOUR_REACH, DETOUR_REACH,
+                                     "the jump to the detour"),))
 
 
 def _install(m: ProbeManager, point: ProbePoint, detour: int, plan: OptPlan) -> Optimized:

@@ -14,6 +14,7 @@ a jump over a region of whole instructions to a detour buffer (:class:`Optimized
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -106,11 +107,53 @@ def overlay_original(points: Iterable[ProbePoint], addr: int, data: bytes) -> by
     return bytes(out)
 
 
+MAX_WRITTEN = 8
+"""The most bytes any point writes over the code, in bytes: the longest breakpoint (4) or
+optimized jump (riscv64 ``auipc``+``jalr``, 8); a point at ``a`` covers less than
+``a + MAX_WRITTEN``."""
+
+
 class ProbePointList(dict[int, ProbePoint]):
-    """Every installed point of one address space, by address (the seed's BTreeMap)."""
+    """Every installed point of one address space, by address (the seed's BTreeMap).
+
+    Besides the mapping, the list keeps its addresses in order, so that the points
+    overlapping a range are found by bisection: the cost of reading code as it was before
+    any probe does not grow with the number of points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._order: list[int] = []
+
+    def __setitem__(self, addr: int, point: ProbePoint) -> None:
+        if addr not in self:
+            bisect.insort(self._order, addr)
+        super().__setitem__(addr, point)
+
+    def __delitem__(self, addr: int) -> None:
+        super().__delitem__(addr)
+        del self._order[bisect.bisect_left(self._order, addr)]
+
+    def pop(self, addr: int, *default: ProbePoint | None) -> ProbePoint | None:  # type: ignore[override]
+        if addr in self:
+            point = self[addr]
+            del self[addr]
+            return point
+        if default:
+            return default[0]
+        raise KeyError(addr)
+
+    def clear(self) -> None:
+        super().clear()
+        self._order.clear()
+
+    def between(self, lo: int, hi: int) -> list[ProbePoint]:
+        """The points whose address lies in ``[lo, hi)``, in address order."""
+        i, j = bisect.bisect_left(self._order, lo), bisect.bisect_left(self._order, hi)
+        return [self[a] for a in self._order[i:j]]
 
     def overlay_original(self, addr: int, data: bytes) -> bytes:
         """Return ``data`` (memory read at ``addr``) with every armed breakpoint and
         optimized jump replaced by the original bytes it covers: what the code looked like
         before any probe."""
-        return overlay_original(self.values(), addr, data)
+        near = self.between(addr - MAX_WRITTEN + 1, addr + len(data))
+        return overlay_original(near, addr, data) if near else data
