@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from kprobe_ref import manager as _engine
 from kprobe_ref.arch.base import OptPlan, OptRegion, Reach, SlotReach, Verdict
-from kprobe_ref.errors import OutOfReach
+from kprobe_ref.errors import KprobeError, OutOfReach
 from kprobe_ref.point import Optimized, ProbePoint, overlay_original
 from kprobe_ref.probe import Kprobe
 from kprobe_ref.ptregs import PtRegs
@@ -82,6 +82,14 @@ def _original(m: ProbeManager, addr: int, size: int) -> bytes:
     return overlay_original(m.break_list.values(), addr, m.aux.read_memory(addr, size, m.pid))
 
 
+def _read(m: ProbeManager, addr: int, size: int) -> bytes | None:
+    """Memory as it was before any probe, ``None`` where it is not mapped."""
+    try:
+        return _original(m, addr, size)
+    except KprobeError:
+        return None
+
+
 def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
     """Why the point's probes or state keep it a breakpoint (``None``: they do not)."""
     if m.pid is not None:
@@ -108,7 +116,8 @@ def plan_region(m: ProbeManager, addr: int) -> OptRegion | str:
     start, size = func
     if m.aux.search_exception_tables(start, size):
         return "exception-table"
-    region = m.arch.plan_optimized_region(_original(m, start, size), start, addr)
+    region = m.arch.plan_optimized_region(_original(m, start, size), start, addr,
+                                          lambda a, n: _read(m, a, n))
     if isinstance(region, str):
         return region
     if any(addr < other < region.end for other in m.break_list):

@@ -7,9 +7,11 @@ bundled x86_64 corpus (or the functions given):
 
 - ``optprobe``/``no-branch-into-region``: control flow can enter a region only at its first
   byte.  The function is decoded again, independently of the rule, with capstone: every
-  direct jump, call or loop contributes its target, every call its return site, every
-  indirect jump a target Z3 may choose freely, and every indirect call any function entry
-  (not an address inside this function after its start).  Z3 is asked for a target ``t`` of
+  direct jump, call or loop contributes its target, every call its return site, a
+  ``jmp [index*8 + table]`` the table's entries (read from the image while they point into
+  the function), every other indirect jump a target Z3 may choose freely, and every
+  indirect call any function entry (not an address inside this function after its
+  start).  Z3 is asked for a target ``t`` of
   some edge with ``region start < t < region end`` for any accepted region of the
   function; the obligation is proved when there is none.
 - ``optprobe``/``detour-same-state``: for accepted regions and detour placements (near,
@@ -51,7 +53,7 @@ from capstone import x86 as csx86
 
 from kprobe_ref import bits
 from kprobe_ref.arch import get_arch
-from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Reader
 from kprobe_ref.arch.riscv64 import optimize as rv_opt
 from kprobe_ref.corpus import bundled_image
 from kprobe_ref.models import model
@@ -64,7 +66,7 @@ from kprobe_ref.sim.elf import Image, read_image
 __all__ = ["BuildRule", "Function", "PlanRule", "accepted", "corpus_functions", "edges",
            "optprobe_obligations"]
 
-PlanRule = Callable[[bytes, int, int], "OptRegion | str"]
+PlanRule = Callable[[bytes, int, int, Reader], "OptRegion | str"]
 BuildRule = Callable[[OptRegion, int, int], "OptPlan | str"]
 
 REACH = (1 << 31) - (1 << 20)
@@ -77,21 +79,31 @@ operand, then a deterministic sample of the rest)."""
 
 @dataclass(frozen=True)
 class Function:
-    """One function's original bytes and address."""
+    """One function's original bytes and address, and the image's loaded bytes (where its
+    jump tables are read)."""
 
     name: str
     start: int
     code: bytes
+    segments: tuple[tuple[int, bytes], ...] = ()
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """``size`` bytes of the image at ``addr`` (``None`` outside its segments)."""
+        for base, data in self.segments:
+            if base <= addr and addr + size <= base + len(data):
+                return data[addr - base:addr - base + size]
+        return None
 
 
 def corpus_functions(isa: str = "x86_64") -> list[Function]:
     """Every function of the bundled kernel image of ``isa``."""
     image = read_image(bundled_image(isa), isa)
+    segments = tuple((seg.vaddr, bytes(seg.data)) for seg in image.segments)
     out = []
     for start, size, name in image.function_symbols:
         data = _image_bytes(image, start, size)
         if data is not None:
-            out.append(Function(name, start, data))
+            out.append(Function(name, start, data, segments))
     return out
 
 
@@ -118,7 +130,7 @@ def accepted(f: Function, rule: PlanRule, isa: str = "x86_64"
              ) -> Iterator[tuple[int, OptRegion]]:
     """Every (probe address, region) the rule accepts in ``f``."""
     for addr in _starts(f, isa):
-        region = rule(f.code, f.start, addr)
+        region = rule(f.code, f.start, addr, f.read)
         if not isinstance(region, str):
             yield addr, region
 
@@ -156,7 +168,25 @@ def edges(f: Function) -> list[z3.BoolRef]:
         elif call:
             out.append(z3.Or(t == f.start, z3.ULT(t, f.start), z3.UGE(t, end)))
         else:
-            out.append(z3.BoolVal(True))
+            entries = _table(f, op)
+            out.append(z3.Or([t == e for e in entries]) if entries else z3.BoolVal(True))
+    return out
+
+
+def _table(f: Function, op: csx86.X86Op | None) -> list[int]:
+    """The entries of a ``jmp [index*8 + table]`` jump table, read from the image while
+    they point into ``f`` (empty for any other indirect jump: its target is free)."""
+    if op is None or op.type != csx86.X86_OP_MEM or op.mem.base != 0 or op.mem.index == 0 \
+            or op.mem.scale != 8 or op.mem.segment != 0:
+        return []
+    table, end = op.mem.disp & bits.mask(64), f.start + len(f.code)
+    out: list[int] = []
+    while len(out) < 4096:
+        raw = f.read(table + 8 * len(out), 8)
+        entry = None if raw is None else int.from_bytes(raw, "little")
+        if entry is None or not f.start <= entry < end:
+            break
+        out.append(entry)
     return out
 
 

@@ -351,3 +351,37 @@ def test_the_exception_table_is_read_from_the_image(tmp_path: Path) -> None:
         kelf.close()
     assert got.insns == [base + 0x10, base + 0x44]
     assert got.any_in(base + 0x40, 8) and not got.any_in(base + 0x11, 0x33)
+
+
+# -- jump tables --------------------------------------------------------------------------------
+
+
+def switch_code(table: int) -> bytes:
+    """``mov rax, rdi; and rax, 1; jmp [rax*8 + table]``, then case 0 ``mov rax, 10; ret``
+    at +0xe and case 1 ``mov rax, 20; ret`` at +0x16."""
+    jmp = b"\xff\x24\xc5" + table.to_bytes(4, "little")
+    return (bytes.fromhex("4889f8" "4883e001") + jmp + bytes.fromhex("48c7c00a000000c3")
+            + bytes.fromhex("48c7c014000000c3"))
+
+
+def test_a_readable_jump_table_is_followed() -> None:
+    m = snippet_machine("x86_64", switch_code(DATA))
+    m.write(DATA, (CODE + 0xE).to_bytes(8, "little") + (CODE + 0x16).to_bytes(8, "little"))
+    h = pre_probe(m, CODE)
+    assert optimize_kprobes(m.manager) == 1 and h.optimized
+    assert traps(m, lambda: m.call(CODE, 0), 10) == 0
+    assert traps(m, lambda: m.call(CODE, 1), 20) == 0
+    assert not isinstance(plan_region(m.manager, CODE + 0xE), str)  # a case label starts it
+
+
+def test_a_jump_table_entry_inside_the_region_refuses() -> None:
+    m = snippet_machine("x86_64", switch_code(DATA))
+    m.write(DATA, (CODE + 0xE).to_bytes(8, "little") + (CODE + 3).to_bytes(8, "little"))
+    assert plan_region(m.manager, CODE) == "jump-target-in-region"
+
+
+@pytest.mark.parametrize("table", [0x5000_0000, DATA + 0x100], ids=["unmapped", "elsewhere"])
+def test_a_jump_table_that_cannot_be_read_refuses(table: int) -> None:
+    m = snippet_machine("x86_64", switch_code(table))
+    m.write(DATA + 0x100, (0x1234_5678).to_bytes(8, "little"))  # points out of the function
+    assert plan_region(m.manager, CODE) == "indirect-jump-in-function"

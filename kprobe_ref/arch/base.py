@@ -25,7 +25,7 @@ from typing import Protocol
 
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["NO_REACH", "Decoded", "OptPlan", "OptRegion", "Reach", "SimState", "SlotPlan",
+__all__ = ["NO_REACH", "Decoded", "OptPlan", "OptRegion", "Reach", "Reader", "SimState", "SlotPlan",
            "SlotReach", "Verdict", "bucket_rows", "compile_pattern", "jump_back",
            "reach_window"]
 
@@ -167,6 +167,11 @@ def jump_back(d: Decoded, at: int, low: int, high: int, why: str) -> Reach:
     ``at`` as the end of the jump) lies in ``[low, high]`` and which lands on the
     instruction after the probe."""
     return Reach(d.address + d.length, at, low, high, why)
+
+
+Reader = Callable[[int, int], "bytes | None"]
+"""Reads ``size`` bytes of memory at an address for the jump optimizer's analysis, as they
+were before any probe; ``None`` where nothing readable is mapped."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 
 from kprobe_ref.arch.aarch64 import decode as _decode
 from kprobe_ref.arch.aarch64 import encoding, optimize, regs, rethook, simulate, slot
-from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, SimState, SlotPlan, SlotReach
+from kprobe_ref.arch.base import (
+    Decoded,
+    OptPlan,
+    OptRegion,
+    Reader,
+    SimState,
+    SlotPlan,
+    SlotReach,
+)
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
@@ -63,9 +71,9 @@ class AARCH64:
     def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
         return slot.build_boosted_slot(decoded, slot_addr, user)
 
-    def plan_optimized_region(self, code: bytes, start: int, addr: int
+    def plan_optimized_region(self, code: bytes, start: int, addr: int, read: Reader
                               ) -> OptRegion | str:
-        return optimize.plan_region(code, start, addr)
+        return optimize.plan_region(code, start, addr, read)
 
     def build_detour(self, region: OptRegion, addr: int, detour: int
                      ) -> OptPlan | str:

@@ -10,14 +10,15 @@ a dead register; neither is done here.
 
 from __future__ import annotations
 
-from kprobe_ref.arch.base import OptPlan, OptRegion
+from kprobe_ref.arch.base import OptPlan, OptRegion, Reader
 
 __all__ = ["REFUSAL", "build_detour", "plan_region"]
 
 REFUSAL = "no-jump-optimization"
 
 
-def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
+def plan_region(code: bytes, start: int, addr: int, read: Reader | None = None
+                ) -> OptRegion | str:
     """The region a jump at ``addr`` would replace: never, on this ISA."""
     return REFUSAL
 

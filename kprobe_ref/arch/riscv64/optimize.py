@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Verdict
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Reader, Verdict
 from kprobe_ref.arch.riscv64 import encoding as enc
 from kprobe_ref.arch.riscv64.decode import decode
 from kprobe_ref.arch.riscv64.encoding import EBREAK
@@ -310,9 +310,12 @@ def _scratch(f: Flow, first: int, region: list[Decoded]) -> int | None:
     return next((r for r in CANDIDATES if not (f.live[first] | touched) >> r & 1), None)
 
 
-def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
+def plan_region(code: bytes, start: int, addr: int, read: Reader | None = None
+                ) -> OptRegion | str:
     """The region a jump at ``addr`` would replace in the function ``code`` (located at
-    ``start``) and the dead register the jump uses, or the reason code refusing it."""
+    ``start``) and the dead register the jump uses, or the reason code refusing it.
+    ``read`` is not used: a RISC-V jump table is reached through a register (``jr``),
+    which this analysis does not follow, so such a function is refused."""
     f = flow(code, start)
     if f.stuck is not None:
         return "function-undecodable"

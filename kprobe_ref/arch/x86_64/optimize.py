@@ -15,10 +15,18 @@ Mirrors Linux ``arch/x86/kernel/kprobes/opt.c`` (``can_optimize``,
   (``function-undecodable``), and no direct branch of it (``jcc``, ``jmp``, ``call``,
   ``loop``, ``jrcxz``) targets an address inside the region after its first byte
   (``jump-target-in-region``): the jump's tail would be executed as code.
-- A function with an indirect jump (``jmp`` through a register or memory, far ``jmp``, or a
-  control transfer the decode table does not classify) is refused whole
-  (``indirect-jump-in-function``), as Linux's ``insn_is_indirect_jump`` refuses it: its
-  targets (a jump table) are not known.
+- A function with an indirect jump whose targets are not known (``jmp`` through a
+  register, a far ``jmp``, a control transfer the decode table does not classify, or a
+  ``jmp`` through memory that is not a readable jump table) is refused whole
+  (``indirect-jump-in-function``), as Linux's ``insn_is_indirect_jump`` refuses every
+  indirect jump.  This reference reads one kind of table, the one compilers emit for a
+  ``switch`` in code linked at a fixed address: ``jmp [index*8 + table]`` with no base
+  register.  Its entries are read from ``table`` on while they point into the function
+  (:func:`table_targets`); every entry the CPU can use does, since a ``switch`` jumps
+  within its function, so reading on until one does not collects all of them and
+  perhaps a few more, which only refuses more.  A table whose first entry points
+  elsewhere, or that cannot be read, counts as unknown.  Tables are assumed to sit in
+  read-only data, as compilers place them and the kernel maps them.
 - The detour is the host-call site (one ``int3`` byte the host intercepts before it
   executes; a CPU that ever executed it would take a breakpoint no probe owns, a loud
   failure), each region instruction with its RIP-relative displacement rewritten for its
@@ -33,9 +41,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Verdict
+from kprobe_ref.arch.base import Decoded, OptPlan, OptRegion, Reader, Verdict
 from kprobe_ref.arch.x86_64.decode import decode
-from kprobe_ref.arch.x86_64.encoding import parse
+from kprobe_ref.arch.x86_64.encoding import BASE_NONE, parse
 from kprobe_ref.arch.x86_64.slot import (
     boost_refusal,
     jump_reaches,
@@ -43,7 +51,8 @@ from kprobe_ref.arch.x86_64.slot import (
     rewrite_displacement,
 )
 
-__all__ = ["ENTRY", "JUMP_SIZE", "Flow", "build_detour", "flow", "plan_region"]
+__all__ = ["ENTRY", "JUMP_SIZE", "MAX_TABLE", "Flow", "build_detour", "flow", "plan_region",
+           "table_targets"]
 
 JUMP_SIZE = 5
 """``jmp rel32``: the bytes the region must hold (Linux's ``JMP32_INSN_SIZE``)."""
@@ -56,7 +65,9 @@ RELATIVE = frozenset({"jcc_rel8", "jcc_rel32", "jmp_rel8", "jmp_rel32", "call_re
 INDIRECT = frozenset({"jmp_ind_reg", "jmp_ind_mem", "jmp_far_ind", "jmp_far",
                       "unclassified_flow"})
 """Decode classes whose target is not in the instruction: a function holding one is not
-optimized."""
+optimized unless it is a jump table this module reads."""
+MAX_TABLE = 4096
+"""The most jump-table entries read."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,9 @@ class Flow:
     targets: frozenset[int]
     """Every direct branch target."""
     indirect: int | None
-    """Address of the first indirect jump, if any."""
+    """Address of the first indirect jump that is not a jump table, if any."""
+    tables: tuple[int, ...]
+    """The addresses of the jump tables the function's indirect jumps go through."""
     stuck: int | None
     """Where decoding failed, if it did."""
 
@@ -82,26 +95,56 @@ def branch_target(d: Decoded) -> int | None:
     return target
 
 
+def jump_table(d: Decoded) -> int | None:
+    """The table address of ``jmp [index*8 + disp32]`` (no base register, no segment
+    override: the decode table refuses ``fs``/``gs`` on it), else ``None``."""
+    f = d.fields
+    if d.klass != "jmp_ind_mem" or f.get("base") != BASE_NONE or f.get("scale") != 8 \
+            or f.get("index", BASE_NONE) == BASE_NONE:
+        return None
+    table = bits.sext(f["mdisp"], 32)
+    assert isinstance(table, int)
+    return table & bits.mask(64)
+
+
 @lru_cache(maxsize=512)
 def flow(code: bytes, start: int) -> Flow:
-    """Decode the function ``code`` located at ``start`` and collect its branch targets.
-    Cached: optimizing many probes of one function decodes it once."""
+    """Decode the function ``code`` located at ``start`` and collect its branch targets
+    and jump tables.  Cached: optimizing many probes of one function decodes it once."""
     insns: list[Decoded] = []
     targets: set[int] = set()
+    tables: list[int] = []
     indirect: int | None = None
-    off = 0
+    off, stuck = 0, None
     while off < len(code):
         d = decode(code[off:off + 15], start + off)
         if d.klass == "undecodable":
-            return Flow(tuple(insns), frozenset(targets), indirect, start + off)
+            stuck = start + off
+            break
         insns.append(d)
-        target = branch_target(d)
+        target, table = branch_target(d), jump_table(d)
         if target is not None:
             targets.add(target)
-        if d.klass in INDIRECT and indirect is None:
+        if table is not None:
+            tables.append(table)
+        elif d.klass in INDIRECT and indirect is None:
             indirect = d.address
         off += d.length
-    return Flow(tuple(insns), frozenset(targets), indirect, None)
+    return Flow(tuple(insns), frozenset(targets), indirect, tuple(tables), stuck)
+
+
+def table_targets(table: int, start: int, end: int, read: Reader) -> list[int] | None:
+    """The entries of the jump table at ``table`` for a function ``[start, end)``: read on
+    while they point into the function (at most :data:`MAX_TABLE`); ``None`` when the
+    first cannot be read or points elsewhere."""
+    out: list[int] = []
+    while len(out) < MAX_TABLE:
+        raw = read(table + 8 * len(out), 8)
+        entry = None if raw is None else int.from_bytes(raw, "little")
+        if entry is None or not start <= entry < end:
+            break
+        out.append(entry)
+    return out or None
 
 
 def _region(f: Flow, addr: int) -> list[Decoded] | str:
@@ -129,9 +172,10 @@ def _refusal(d: Decoded) -> str | None:
     return None
 
 
-def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
+def plan_region(code: bytes, start: int, addr: int, read: Reader) -> OptRegion | str:
     """The instructions a jump at ``addr`` would replace in the function ``code`` (located
-    at ``start``), or the reason code refusing it (see the module docstring)."""
+    at ``start``; ``read`` reads its jump tables), or the reason code refusing it (see the
+    module docstring)."""
     f = flow(code, start)
     if f.stuck is not None:
         return "function-undecodable"
@@ -147,6 +191,12 @@ def plan_region(code: bytes, start: int, addr: int) -> OptRegion | str:
         return "jump-target-in-region"
     if f.indirect is not None:
         return "indirect-jump-in-function"
+    for table in f.tables:
+        entries = table_targets(table, start, start + len(code), read)
+        if entries is None:
+            return "indirect-jump-in-function"
+        if any(addr < t < end for t in entries):
+            return "jump-target-in-region"
     return OptRegion(tuple(region))
 
 
