@@ -82,12 +82,20 @@ def _original(m: ProbeManager, addr: int, size: int) -> bytes:
     return overlay_original(m.break_list.values(), addr, m.aux.read_memory(addr, size, m.pid))
 
 
-def _read(m: ProbeManager, addr: int, size: int) -> bytes | None:
-    """Memory as it was before any probe, ``None`` where it is not mapped."""
-    try:
-        return _original(m, addr, size)
-    except KprobeError:
-        return None
+class _Memory:
+    """Memory as the ISA's analysis reads it (:class:`~kprobe_ref.arch.base.Reader`)."""
+
+    def __init__(self, m: ProbeManager) -> None:
+        self.m = m
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        try:
+            return _original(self.m, addr, size)
+        except KprobeError:
+            return None
+
+    def executable(self, addr: int) -> bool:
+        return self.m.aux.is_executable(addr, 1, self.m.pid)
 
 
 def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
@@ -116,8 +124,7 @@ def plan_region(m: ProbeManager, addr: int) -> OptRegion | str:
     start, size = func
     if m.aux.search_exception_tables(start, size):
         return "exception-table"
-    region = m.arch.plan_optimized_region(_original(m, start, size), start, addr,
-                                          lambda a, n: _read(m, a, n))
+    region = m.arch.plan_optimized_region(_original(m, start, size), start, addr, _Memory(m))
     if isinstance(region, str):
         return region
     if any(addr < other < region.end for other in m.break_list):

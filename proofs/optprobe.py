@@ -85,20 +85,29 @@ class Function:
     name: str
     start: int
     code: bytes
-    segments: tuple[tuple[int, bytes], ...] = ()
+    segments: tuple[tuple[int, bytes, str], ...] = ()
+    """The image's segments: address, bytes, permissions."""
 
     def read(self, addr: int, size: int) -> bytes | None:
         """``size`` bytes of the image at ``addr`` (``None`` outside its segments)."""
-        for base, data in self.segments:
+        for base, data, _perms in self.segments:
             if base <= addr and addr + size <= base + len(data):
                 return data[addr - base:addr - base + size]
         return None
+
+    def executable(self, addr: int) -> bool:
+        """Whether ``addr`` lies in an executable segment (the function's own code when no
+        segments are given)."""
+        if not self.segments:
+            return self.start <= addr < self.start + len(self.code)
+        return any(base <= addr < base + len(data) and "x" in perms
+                   for base, data, perms in self.segments)
 
 
 def corpus_functions(isa: str = "x86_64") -> list[Function]:
     """Every function of the bundled kernel image of ``isa``."""
     image = read_image(bundled_image(isa), isa)
-    segments = tuple((seg.vaddr, bytes(seg.data)) for seg in image.segments)
+    segments = tuple((seg.vaddr, bytes(seg.data), seg.perms) for seg in image.segments)
     out = []
     for start, size, name in image.function_symbols:
         data = _image_bytes(image, start, size)
@@ -130,7 +139,7 @@ def accepted(f: Function, rule: PlanRule, isa: str = "x86_64"
              ) -> Iterator[tuple[int, OptRegion]]:
     """Every (probe address, region) the rule accepts in ``f``."""
     for addr in _starts(f, isa):
-        region = rule(f.code, f.start, addr, f.read)
+        region = rule(f.code, f.start, addr, f)
         if not isinstance(region, str):
             yield addr, region
 
@@ -169,25 +178,28 @@ def edges(f: Function) -> list[z3.BoolRef]:
             out.append(z3.Or(t == f.start, z3.ULT(t, f.start), z3.UGE(t, end)))
         else:
             entries = _table(f, op)
-            out.append(z3.Or([t == e for e in entries]) if entries else z3.BoolVal(True))
+            out.append(z3.BoolVal(True) if entries is None
+                       else z3.Or([t == e for e in entries] or [z3.BoolVal(False)]))
     return out
 
 
-def _table(f: Function, op: csx86.X86Op | None) -> list[int]:
-    """The entries of a ``jmp [index*8 + table]`` jump table, read from the image while
-    they point into ``f`` (empty for any other indirect jump: its target is free)."""
+def _table(f: Function, op: csx86.X86Op | None) -> list[int] | None:
+    """The entries of a ``jmp [index*8 + table]`` jump table that point into ``f``, read
+    from the image while they point at code; ``None`` for any other indirect jump or a
+    table not known (its target is then free)."""
     if op is None or op.type != csx86.X86_OP_MEM or op.mem.base != 0 or op.mem.index == 0 \
             or op.mem.scale != 8 or op.mem.segment != 0:
-        return []
+        return None
     table, end = op.mem.disp & bits.mask(64), f.start + len(f.code)
     out: list[int] = []
-    while len(out) < 4096:
-        raw = f.read(table + 8 * len(out), 8)
+    for i in range(4096):
+        raw = f.read(table + 8 * i, 8)
         entry = None if raw is None else int.from_bytes(raw, "little")
-        if entry is None or not f.start <= entry < end:
-            break
-        out.append(entry)
-    return out
+        if entry is None or not f.executable(entry):
+            return out if i else None
+        if f.start <= entry < end:
+            out.append(entry)
+    return None
 
 
 def _into_region(f: Function, rule: PlanRule) -> tuple[z3.BoolRef, dict[int, int]] | None:

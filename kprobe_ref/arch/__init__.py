@@ -98,11 +98,11 @@ class ArchOps(Protocol):
         be boosted, its slot needs a scratch register, or the jump cannot reach (the probe
         then takes two traps; boosting never refuses a probe)."""
 
-    def plan_optimized_region(self, code: bytes, start: int, addr: int, read: Reader
+    def plan_optimized_region(self, code: bytes, start: int, addr: int, mem: Reader
                               ) -> OptRegion | str:
         """The instructions a jump-optimized probe at ``addr`` would replace, given the
-        original bytes ``code`` of the whole function starting at ``start`` and a reader of
-        other memory (an x86_64 jump table); or the reason code refusing optimization
+        original bytes ``code`` of the whole function starting at ``start`` and the rest of
+        memory (``mem``: an x86_64 jump table); or the reason code refusing optimization
         there (``docs/optprobes.md``)."""
 
     def build_detour(self, region: OptRegion, addr: int, detour: int

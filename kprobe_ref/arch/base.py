@@ -169,9 +169,15 @@ def jump_back(d: Decoded, at: int, low: int, high: int, why: str) -> Reach:
     return Reach(d.address + d.length, at, low, high, why)
 
 
-Reader = Callable[[int, int], "bytes | None"]
-"""Reads ``size`` bytes of memory at an address for the jump optimizer's analysis, as they
-were before any probe; ``None`` where nothing readable is mapped."""
+class Reader(Protocol):
+    """Memory as the jump optimizer's analysis sees it (an x86_64 jump table): as it was
+    before any probe."""
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """``size`` bytes at ``addr``, or ``None`` where nothing readable is mapped."""
+
+    def executable(self, addr: int) -> bool:
+        """Whether ``addr`` lies in executable memory (code)."""
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ class AARCH64:
     def build_boosted_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan | None:
         return slot.build_boosted_slot(decoded, slot_addr, user)
 
-    def plan_optimized_region(self, code: bytes, start: int, addr: int, read: Reader
+    def plan_optimized_region(self, code: bytes, start: int, addr: int, mem: Reader
                               ) -> OptRegion | str:
-        return optimize.plan_region(code, start, addr, read)
+        return optimize.plan_region(code, start, addr, mem)
 
     def build_detour(self, region: OptRegion, addr: int, detour: int
                      ) -> OptPlan | str:

@@ -17,7 +17,7 @@ __all__ = ["REFUSAL", "build_detour", "plan_region"]
 REFUSAL = "no-jump-optimization"
 
 
-def plan_region(code: bytes, start: int, addr: int, read: Reader | None = None
+def plan_region(code: bytes, start: int, addr: int, mem: Reader | None = None
                 ) -> OptRegion | str:
     """The region a jump at ``addr`` would replace: never, on this ISA."""
     return REFUSAL

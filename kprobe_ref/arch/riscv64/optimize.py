@@ -310,11 +310,11 @@ def _scratch(f: Flow, first: int, region: list[Decoded]) -> int | None:
     return next((r for r in CANDIDATES if not (f.live[first] | touched) >> r & 1), None)
 
 
-def plan_region(code: bytes, start: int, addr: int, read: Reader | None = None
+def plan_region(code: bytes, start: int, addr: int, mem: Reader | None = None
                 ) -> OptRegion | str:
     """The region a jump at ``addr`` would replace in the function ``code`` (located at
     ``start``) and the dead register the jump uses, or the reason code refusing it.
-    ``read`` is not used: a RISC-V jump table is reached through a register (``jr``),
+    ``mem`` is not used: a RISC-V jump table is reached through a register (``jr``),
     which this analysis does not follow, so such a function is refused."""
     f = flow(code, start)
     if f.stuck is not None:

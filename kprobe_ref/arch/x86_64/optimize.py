@@ -21,12 +21,12 @@ Mirrors Linux ``arch/x86/kernel/kprobes/opt.c`` (``can_optimize``,
   (``indirect-jump-in-function``), as Linux's ``insn_is_indirect_jump`` refuses every
   indirect jump.  This reference reads one kind of table, the one compilers emit for a
   ``switch`` in code linked at a fixed address: ``jmp [index*8 + table]`` with no base
-  register.  Its entries are read from ``table`` on while they point into the function
-  (:func:`table_targets`); every entry the CPU can use does, since a ``switch`` jumps
-  within its function, so reading on until one does not collects all of them and
-  perhaps a few more, which only refuses more.  A table whose first entry points
-  elsewhere, or that cannot be read, counts as unknown.  Tables are assumed to sit in
-  read-only data, as compilers place them and the kernel maps them.
+  register.  Its entries are read from ``table`` on while they point at code
+  (:func:`table_targets`); every entry the CPU can use does, so reading on until one
+  does not collects all of them and perhaps some of what follows the table, which only
+  refuses more.  A table whose first entry is not code, or that cannot be read, counts
+  as unknown.  Tables are assumed to sit in read-only data, as compilers place them and
+  the kernel maps them.
 - The detour is the host-call site (one ``int3`` byte the host intercepts before it
   executes; a CPU that ever executed it would take a breakpoint no probe owns, a loud
   failure), each region instruction with its RIP-relative displacement rewritten for its
@@ -133,18 +133,22 @@ def flow(code: bytes, start: int) -> Flow:
     return Flow(tuple(insns), frozenset(targets), indirect, tuple(tables), stuck)
 
 
-def table_targets(table: int, start: int, end: int, read: Reader) -> list[int] | None:
-    """The entries of the jump table at ``table`` for a function ``[start, end)``: read on
-    while they point into the function (at most :data:`MAX_TABLE`); ``None`` when the
-    first cannot be read or points elsewhere."""
+def table_targets(table: int, start: int, end: int, mem: Reader) -> list[int] | None:
+    """The entries of the jump table at ``table`` that point into the function
+    ``[start, end)``, or ``None`` when the table is not known.  Entries are read on while
+    they point at code (at most :data:`MAX_TABLE`): every entry of a real table does
+    (including one into a ``.cold`` part outside the function), so all of them are read,
+    with perhaps some of whatever follows, which only adds targets.  Unknown: the first
+    entry is not readable or not code, or the limit is reached."""
     out: list[int] = []
-    while len(out) < MAX_TABLE:
-        raw = read(table + 8 * len(out), 8)
+    for i in range(MAX_TABLE):
+        raw = mem.read(table + 8 * i, 8)
         entry = None if raw is None else int.from_bytes(raw, "little")
-        if entry is None or not start <= entry < end:
-            break
-        out.append(entry)
-    return out or None
+        if entry is None or not mem.executable(entry):
+            return out if i else None
+        if start <= entry < end:
+            out.append(entry)
+    return None
 
 
 def _region(f: Flow, addr: int) -> list[Decoded] | str:
@@ -172,10 +176,10 @@ def _refusal(d: Decoded) -> str | None:
     return None
 
 
-def plan_region(code: bytes, start: int, addr: int, read: Reader) -> OptRegion | str:
+def plan_region(code: bytes, start: int, addr: int, mem: Reader) -> OptRegion | str:
     """The instructions a jump at ``addr`` would replace in the function ``code`` (located
-    at ``start``; ``read`` reads its jump tables), or the reason code refusing it (see the
-    module docstring)."""
+    at ``start``; its jump tables are read from ``mem``), or the reason code refusing it
+    (see the module docstring)."""
     f = flow(code, start)
     if f.stuck is not None:
         return "function-undecodable"
@@ -192,7 +196,7 @@ def plan_region(code: bytes, start: int, addr: int, read: Reader) -> OptRegion |
     if f.indirect is not None:
         return "indirect-jump-in-function"
     for table in f.tables:
-        entries = table_targets(table, start, start + len(code), read)
+        entries = table_targets(table, start, start + len(code), mem)
         if entries is None:
             return "indirect-jump-in-function"
         if any(addr < t < end for t in entries):
