@@ -10,10 +10,13 @@ functions named ``helper`` (tools/build_kernel_images.py builds them).  Checked 
   kernel-half code, the relocated pointer table pointing at the right functions (zero in
   the file of the ``ET_DYN`` image), every function in the kernel half, both ``helper``
   symbols kept and told apart by address;
+* the kprobe blacklist read from the image: the ``NOKPROBE_SYMBOL`` table (its word, too, a
+  relocation left unapplied in the ``ET_DYN`` file) and ``.kprobes.text``;
 * every function, called at its link address, gives what a Python reference gives;
 * a counting kprobe on every instruction of every function, one at a time, leaves every
   result and buffer as the unprobed run left them and counts exactly as many hits as the
-  CPU executed that instruction unprobed.
+  CPU executed that instruction unprobed; every instruction of a blacklisted function is
+  refused.
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ def cases() -> list[Case]:
             for v in (2, -50)]
     out.append(Case("pcpu_name_len", (), const(len("percpu-area"))))
     out.append(Case("kernel_entry", (), None))
+    out += [Case("nokprobe_add", (5, 6), const(17)), Case("kprobes_text_mul", (5, 6), const(31))]
     return out
 
 
@@ -351,6 +355,26 @@ def test_duplicate_static_names_are_both_kept_by_address(isa: str, kind: str) ->
     assert hits == [1]
 
 
+BLACKLISTED = {"nokprobe_add": "nokprobe", "kprobes_text_mul": "kprobes-text"}
+"""Functions the image's kprobe blacklist covers, with the cause."""
+
+
+@pytest.mark.parametrize(("isa", "kind"), PARAMS)
+def test_blacklist_comes_from_the_nokprobe_table_and_kprobes_text(isa: str, kind: str) -> None:
+    ld = load(isa, kind)
+    img, bl = ld.image, ld.m.kprobe_blacklist
+    assert bl is not None
+    table = img.symbols["__start_kprobe_blacklist"]
+    assert img.symbols["__stop_kprobe_blacklist"] == table + 8
+    func = img.functions["nokprobe_add"]
+    assert _file_word(isa, kind, img, table) == (func if kind == "vmlinux" else 0)
+    assert int.from_bytes(ld.m.read(table, 8), "little") == func
+    for name, cause in BLACKLISTED.items():
+        addr = img.functions[name]
+        assert bl.cause(addr) == bl.cause(addr + img.sizes[name] - 1) == cause, name
+    assert all(bl.cause(a) is None for a, _, n in img.function_symbols if n not in BLACKLISTED)
+
+
 # ---------------------------------------------------------------- calls
 
 
@@ -381,12 +405,30 @@ def test_every_function_matches_the_python_reference(isa: str, kind: str) -> Non
 # ---------------------------------------------------------------- every instruction
 
 
-def _probe_function(ld: Loaded, addr: int, size: int, calls: list[Case]) -> list[str]:
+def _refused_everywhere(ld: Loaded, starts: Sequence[int], cause: str) -> list[str]:
+    """Every instruction of a blacklisted function must be refused, naming ``cause``."""
+    problems: list[str] = []
+    for s in starts:
+        try:
+            p = register_kprobe(ld.m.manager, ld.m.points, ProbeBuilder().with_symbol_addr(s))
+        except KprobeError as exc:
+            if f"({cause})" not in str(exc):
+                problems.append(f"{s:#x} refused for another reason: {exc}")
+            continue
+        unregister_kprobe(ld.m.manager, ld.m.points, p)
+        problems.append(f"{s:#x} accepted though blacklisted ({cause})")
+    return problems
+
+
+def _probe_function(ld: Loaded, addr: int, size: int, calls: list[Case],
+                    blacklisted: str | None = None) -> list[str]:
     """Probe each instruction of one function in turn; the problems found."""
     m = ld.m
     code = m.read(addr, size)
     starts, stuck = instruction_starts(m.isa, addr, code)
     problems = [] if stuck is None else [f"undecodable bytes at {stuck:#x}"]
+    if blacklisted is not None:
+        return problems + _refused_everywhere(ld, starts, blacklisted)
     counts = m.watch(set(starts))
     before = dict(counts)
     plain = [invoke(ld, c) for c in calls]
@@ -416,8 +458,8 @@ def _probe_function(ld: Loaded, addr: int, size: int, calls: list[Case]) -> list
 SLOT_REACH = (
     "x86_64 RIP-relative access from the kernel half to the per-CPU area at address 0: "
     "the machine places the out-of-line slot at the lowest free address within 2 GiB "
-    "below the probed text (0xffffffff01111000, AddressSpace.alloc_exec from "
-    "Machine._kernel_exec_near), from where the reference needs displacement 0xfeeef001, "
+    "below the probed text (0xffffffff01101000, AddressSpace.alloc_exec from "
+    "Machine._kernel_exec_near), from where the reference needs displacement 0xfeeff001, "
     "beyond 32 bits, so register_kprobe refuses the instruction; Linux allocates kprobe "
     "slots in the module area above the text (0xffffffffa0000000 and up), within 2 GiB of "
     "both the text and address 0"
@@ -439,7 +481,8 @@ def _probe_all(isa: str, kind: str, only: str | None) -> list[str]:
             continue
         nth = ld.image.functions_named(name).index(addr)
         calls = [c for c in CASES if (c.func, c.nth) == (name, nth)]
-        problems += [f"{name}#{nth}: {p}" for p in _probe_function(ld, addr, size, calls)]
+        found = _probe_function(ld, addr, size, calls, BLACKLISTED.get(name))
+        problems += [f"{name}#{nth}: {p}" for p in found]
     return problems
 
 

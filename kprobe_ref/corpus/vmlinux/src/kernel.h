@@ -15,6 +15,12 @@ typedef unsigned int u32;
 #define DEFINE_PER_CPU(type, name) \
 	__attribute__((section(".data..percpu"))) __used type name
 
+/* Code kprobes must not touch: in .kprobes.text, or listed by NOKPROBE_SYMBOL. */
+#define __kprobes __attribute__((section(".kprobes.text")))
+#define NOKPROBE_SYMBOL(fname) \
+	static unsigned long __used __attribute__((section("_kprobe_blacklist"))) \
+	_kbl_addr_##fname = (unsigned long)fname
+
 typedef int (*cmp_func_t)(const void *, const void *);
 typedef void (*swap_func_t)(void *, void *, int);
 

@@ -1,6 +1,8 @@
 /*
  * Per-CPU data at address 0, a table of function pointers that an ET_DYN
- * image carries as R_*_RELATIVE relocations, and the kernel-text bounds.
+ * image carries as R_*_RELATIVE relocations, and two functions kprobes must
+ * refuse: one listed by NOKPROBE_SYMBOL (its table word is relocated like the
+ * pointer table's) and one in .kprobes.text.
  */
 #include "kernel.h"
 
@@ -51,6 +53,19 @@ long pcpu_add_return(long v)
 size_t pcpu_name_len(void)
 {
 	return strlen(pcpu_name_ptr);
+}
+
+/* Listed in the _kprobe_blacklist table: never probed. */
+noinline unsigned long nokprobe_add(unsigned long a, unsigned long b)
+{
+	return a + 2 * b;
+}
+NOKPROBE_SYMBOL(nokprobe_add);
+
+/* In .kprobes.text: never probed. */
+unsigned long __kprobes kprobes_text_mul(unsigned long a, unsigned long b)
+{
+	return a * b + 1;
 }
 
 void kernel_entry(void)
