@@ -11,12 +11,13 @@ functions named ``helper`` (tools/build_kernel_images.py builds them).  Checked 
   the file of the ``ET_DYN`` image), every function in the kernel half, both ``helper``
   symbols kept and told apart by address;
 * the kprobe blacklist read from the image: the ``NOKPROBE_SYMBOL`` table (its word, too, a
-  relocation left unapplied in the ``ET_DYN`` file) and ``.kprobes.text``;
+  relocation left unapplied in the ``ET_DYN`` file) and ``.kprobes.text``; the reserved
+  sites of a ``__jump_table`` and a ``__bug_table`` entry;
 * every function, called at its link address, gives what a Python reference gives;
 * a counting kprobe on every instruction of every function, one at a time, leaves every
   result and buffer as the unprobed run left them and counts exactly as many hits as the
-  CPU executed that instruction unprobed; every instruction of a blacklisted function is
-  refused.
+  CPU executed that instruction unprobed; every instruction of a blacklisted function, and
+  every reserved site, is refused.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def cases() -> list[Case]:
     out.append(Case("pcpu_name_len", (), const(len("percpu-area"))))
     out.append(Case("kernel_entry", (), None))
     out += [Case("nokprobe_add", (5, 6), const(17)), Case("kprobes_text_mul", (5, 6), const(31))]
+    out += [Case("traced_add", (2, 3), const(5)), Case("traced_add", (MASK64, 1), const(0))]
+    out += [Case("checked_div", (a, b), const(a // b)) for a, b in ((17, 5), (MASK64, 7))]
     return out
 
 
@@ -372,7 +375,39 @@ def test_blacklist_comes_from_the_nokprobe_table_and_kprobes_text(isa: str, kind
     for name, cause in BLACKLISTED.items():
         addr = img.functions[name]
         assert bl.cause(addr) == bl.cause(addr + img.sizes[name] - 1) == cause, name
-    assert all(bl.cause(a) is None for a, _, n in img.function_symbols if n not in BLACKLISTED)
+    assert not any(bl.overlaps(a, a + n) for a, n, name in img.function_symbols
+                   if name not in BLACKLISTED)
+
+
+TRAPS = {"x86_64": {b"\x0f\x0b"}, "riscv64": {b"\x73\x00\x10\x00"}}
+JUMP_NOPS = {"x86_64": bytes.fromhex("0f1f440000"), "aarch64": bytes.fromhex("1f2003d5"),
+             "riscv64": bytes.fromhex("13000000"), "loongarch64": bytes.fromhex("00004003")}
+
+
+@pytest.mark.parametrize(("isa", "kind"), PARAMS)
+def test_jump_label_and_bug_table_entries_reserve_their_instructions(isa: str,
+                                                                    kind: str) -> None:
+    ld = load(isa, kind)
+    img, m, bl = ld.image, ld.m, ld.m.kprobe_blacklist
+    assert bl is not None
+    add, div = img.functions["traced_add"], img.functions["checked_div"]
+    jump = bl.sites_in(add, add + img.sizes["traced_add"])
+    bug = bl.sites_in(div, div + img.sizes["checked_div"])
+    assert list(jump.values()) == ["jump-label"] and list(bug.values()) == ["bug"]
+    assert bl.sites == {**jump, **bug}
+    (site,) = jump
+    assert m.read(site, len(JUMP_NOPS[isa])) == JUMP_NOPS[isa]  # the disabled default
+    (trap,) = bug
+    word = int.from_bytes(m.read(trap, 4), "little")
+    if isa == "aarch64":
+        assert word & 0xFFE0001F == 0xD4200000  # brk
+    elif isa == "loongarch64":
+        assert word & 0xFFFF8000 == 0x002A0000  # break
+    else:
+        assert m.read(trap, len(next(iter(TRAPS[isa])))) in TRAPS[isa]
+    assert m.call(add, 2, 3) == 5  # the key is off: the no-op falls through
+    for addr, cause in {site: "jump-label", trap: "bug"}.items():
+        assert not _refused(ld, addr, cause)
 
 
 # ---------------------------------------------------------------- calls
@@ -405,19 +440,14 @@ def test_every_function_matches_the_python_reference(isa: str, kind: str) -> Non
 # ---------------------------------------------------------------- every instruction
 
 
-def _refused_everywhere(ld: Loaded, starts: Sequence[int], cause: str) -> list[str]:
-    """Every instruction of a blacklisted function must be refused, naming ``cause``."""
-    problems: list[str] = []
-    for s in starts:
-        try:
-            p = register_kprobe(ld.m.manager, ld.m.points, ProbeBuilder().with_symbol_addr(s))
-        except KprobeError as exc:
-            if f"({cause})" not in str(exc):
-                problems.append(f"{s:#x} refused for another reason: {exc}")
-            continue
-        unregister_kprobe(ld.m.manager, ld.m.points, p)
-        problems.append(f"{s:#x} accepted though blacklisted ({cause})")
-    return problems
+def _refused(ld: Loaded, addr: int, cause: str) -> list[str]:
+    """A kprobe at ``addr`` must be refused, naming ``cause``."""
+    try:
+        p = register_kprobe(ld.m.manager, ld.m.points, ProbeBuilder().with_symbol_addr(addr))
+    except KprobeError as exc:
+        return [] if f"({cause})" in str(exc) else [f"{addr:#x} refused otherwise: {exc}"]
+    unregister_kprobe(ld.m.manager, ld.m.points, p)
+    return [f"{addr:#x} accepted though reserved ({cause})"]
 
 
 def _probe_function(ld: Loaded, addr: int, size: int, calls: list[Case],
@@ -428,7 +458,12 @@ def _probe_function(ld: Loaded, addr: int, size: int, calls: list[Case],
     starts, stuck = instruction_starts(m.isa, addr, code)
     problems = [] if stuck is None else [f"undecodable bytes at {stuck:#x}"]
     if blacklisted is not None:
-        return problems + _refused_everywhere(ld, starts, blacklisted)
+        return problems + [p for s in starts for p in _refused(ld, s, blacklisted)]
+    bl = m.kprobe_blacklist
+    reserved = bl.sites_in(addr, addr + size) if bl is not None else {}
+    for s, cause in reserved.items():
+        problems += _refused(ld, s, cause)
+    starts = tuple(s for s in starts if s not in reserved)
     counts = m.watch(set(starts))
     before = dict(counts)
     plain = [invoke(ld, c) for c in calls]

@@ -16,7 +16,9 @@ kernel-half link address and includes ``vmlinux.ld``.  Two images per ISA:
     ``R_*_RELATIVE`` entries of ``.rela.dyn`` patch are zero in the file.
 
 Both have ``.data..percpu`` linked at virtual address 0 in a ``PT_LOAD`` of its
-own, text in the kernel half, and two ``static`` functions named ``helper``.
+own, text in the kernel half, two ``static`` functions named ``helper``, a
+``NOKPROBE_SYMBOL`` table, ``.kprobes.text``, and ``__jump_table`` and
+``__bug_table`` entries (docs/real-kernels.md).
 The script writes ``kprobe_ref/corpus/vmlinux/manifest.json`` with the
 toolchain version, every command of every image (run from the
 ``kprobe_ref/corpus/vmlinux`` directory, objects under ``build/``, which is
