@@ -291,12 +291,13 @@ class Machine:
             stop = space.cpu.run(pc, stop_at, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
-            if stop.kind is StopKind.STOP_AT:
-                return stop.pc
-            if stop.kind is StopKind.STEP_LIMIT:
-                raise StepLimitExceeded(stop.pc, max_steps)
-            if stop.kind is StopKind.BREAK:
+            kind = stop.kind
+            if kind is StopKind.BREAK:
                 pc = self._deliver_break(space, stop)
+            elif kind is StopKind.STOP_AT:
+                return stop.pc
+            elif kind is StopKind.STEP_LIMIT:
+                raise StepLimitExceeded(stop.pc, max_steps)
             else:
                 self._deliver_fault(space, stop)
 
