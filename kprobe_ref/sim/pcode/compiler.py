@@ -32,7 +32,7 @@ from kprobe_ref.sim.pcode.ops import (
 from kprobe_ref.sim.pcode.state import Space, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
-__all__ = ["EXIT", "Compiler", "Insn", "Op"]
+__all__ = ["EXIT", "CompiledInsn", "Compiler", "Op"]
 
 EXIT = -1
 """What a compiled op returns when the instruction continues at ``State.next_pc``."""
@@ -42,7 +42,7 @@ Op = Callable[[State], int]
 
 
 @dataclass
-class Insn:
+class CompiledInsn:
     """A cached, compiled instruction."""
 
     pc: int

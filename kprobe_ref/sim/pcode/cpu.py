@@ -18,7 +18,7 @@ import pypcode
 
 from kprobe_ref import bits
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
-from kprobe_ref.sim.pcode.compiler import EXIT, Compiler, Insn
+from kprobe_ref.sim.pcode.compiler import EXIT, CompiledInsn, Compiler
 from kprobe_ref.sim.pcode.isa import ISAS
 from kprobe_ref.sim.pcode.isa.base import Replacement
 from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
@@ -54,7 +54,7 @@ class PcodeCpu:
         zero = record.zero_register
         self._compiler = Compiler(record, self.regmap[record.pc],
                                   vn(self._sleigh_regs[zero]) if zero else None)
-        self._cache: dict[int, Insn] = {}
+        self._cache: dict[int, CompiledInsn] = {}
         self._code_pages: dict[int, set[int]] = {}
         self.reservation: int | None = None
         """The ``ll``/``sc`` reservation of override-implemented instructions (LoongArch):
@@ -102,7 +102,7 @@ class PcodeCpu:
                 if insn is not None and pc < addr + size and addr < pc + insn.length:
                     self._drop(insn)
 
-    def _drop(self, insn: Insn) -> None:
+    def _drop(self, insn: CompiledInsn) -> None:
         del self._cache[insn.pc]
         for page in page_range(insn.pc, insn.length):
             pcs = self._code_pages.get(page)
@@ -175,7 +175,7 @@ class PcodeCpu:
 
     # ---- translation
 
-    def _translate(self, pc: int) -> Insn:
+    def _translate(self, pc: int) -> CompiledInsn:
         """Fetch, translate and compile the instruction at ``pc`` (raises :class:`Trap`)."""
         code = self.mem.fetch(pc)
         override = self.record.override
@@ -195,10 +195,10 @@ class PcodeCpu:
         length = int(first.length)
         ops = self._compiler.compile(pc, mnemonic, tx.ops)
         reads_pc = any(vn(v) == self._compiler.pc_vn for op in tx.ops for v in op.inputs)
-        return self._remember(Insn(pc, length, mnemonic, ops, reads_pc))
+        return self._remember(CompiledInsn(pc, length, mnemonic, ops, reads_pc))
 
     @staticmethod
-    def _replaced(pc: int, replacement: Replacement | None) -> Insn | None:
+    def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
         """Compile an instruction whose P-code the ISA record replaces (a 32-bit word)."""
         if replacement is None:
             return None
@@ -209,9 +209,9 @@ class PcodeCpu:
             st.next_pc = (pc + 4) & bits.mask(64)
             return EXIT
 
-        return Insn(pc, 4, mnemonic, [op], False)
+        return CompiledInsn(pc, 4, mnemonic, [op], False)
 
-    def _remember(self, insn: Insn) -> Insn:
+    def _remember(self, insn: CompiledInsn) -> CompiledInsn:
         self._cache[insn.pc] = insn
         for page in page_range(insn.pc, insn.length):
             self._code_pages.setdefault(page, set()).add(insn.pc)
@@ -246,7 +246,7 @@ class PcodeCpu:
             return self._stop(t.kind, pc, steps, t.code, t.detail, t.fault_addr)
 
     @staticmethod
-    def _execute(insn: Insn, st: State) -> int:
+    def _execute(insn: CompiledInsn, st: State) -> int:
         """Run one compiled instruction and return the address of the next one."""
         ops = insn.ops
         n = len(ops)
