@@ -12,7 +12,10 @@ Conventions:
 - A *value* of width ``w`` is an ``int`` in ``[0, 2**w)`` or a Z3 bit-vector.  Functions that
   take a width ``w`` read only the low ``w`` bits of their inputs.
 - A *condition* is a ``bool`` or a Z3 boolean.
-- This module is the only place that asks whether a value is symbolic.
+- This module is the only place that asks whether a value is symbolic
+  (:func:`is_concrete`, :func:`concrete`, :func:`is_symbolic`).  The one exception is a
+  type assertion on the P-code CPU's hottest path (``IntegerState.set``), which states an
+  invariant rather than asking.
 """
 
 from __future__ import annotations
@@ -357,10 +360,6 @@ def lzcount(a: BV, w: int = 64) -> BV:
     return out
 
 
-def _sign(x: BV, w: int) -> BV:
-    return extract(x, w - 1, w - 1)
-
-
 def uadd_overflows(a: BV, b: BV, w: int = 64) -> Cond:
     """Whether the unsigned sum ``a + b`` does not fit ``w`` bits (a carry out)."""
     return ult(add(a, b, w), a, w)
@@ -369,12 +368,14 @@ def uadd_overflows(a: BV, b: BV, w: int = 64) -> Cond:
 def sadd_overflows(a: BV, b: BV, w: int = 64) -> Cond:
     """Whether the signed sum ``a + b`` does not fit ``w`` bits: both operands have one sign
     and the result the other."""
-    same = eq(_sign(a, w), _sign(b, w), 1)
-    return b_and(same, ne(_sign(add(a, b, w), w), _sign(a, w), 1))
+    top = w - 1
+    same = eq(extract(a, top, top), extract(b, top, top), 1)
+    return b_and(same, ne(extract(add(a, b, w), top, top), extract(a, top, top), 1))
 
 
 def ssub_overflows(a: BV, b: BV, w: int = 64) -> Cond:
     """Whether the signed difference ``a - b`` does not fit ``w`` bits: the operands'
     signs differ and the result's sign is not the minuend's."""
-    differ = ne(_sign(a, w), _sign(b, w), 1)
-    return b_and(differ, ne(_sign(sub(a, b, w), w), _sign(a, w), 1))
+    top = w - 1
+    differ = ne(extract(a, top, top), extract(b, top, top), 1)
+    return b_and(differ, ne(extract(sub(a, b, w), top, top), extract(a, top, top), 1))
