@@ -49,8 +49,12 @@ class BareMachine(Machine):
     """A machine whose trap path resumes after the breakpoint without calling the probe
     engine: the cost of the CPU stopping, the frame moving to the host and back."""
 
+    def __init__(self, isa: str) -> None:
+        super().__init__(isa)
+        self._skip = len(self.arch.step_breakpoint(False))
+
     def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
-        regs.pc = self.arch.trap_address(regs) + len(self.arch.step_breakpoint(False))
+        regs.pc = self.arch.trap_address(regs) + self._skip
         return True
 
 

@@ -102,7 +102,10 @@ def _make_lazy(regs_class: type[PtRegs]) -> type[PtRegs]:
                 self, name)
 
         def __setattr__(self, name: str, value: object) -> None:
-            if name != regs_class.PC and (name in regs_class.FIELDS or name == "regs"):
+            if name == "pc" or name == regs_class.PC:  # never needs the other registers
+                self.__dict__[regs_class.PC] = value & _MASK64  # type: ignore[operator]
+                return
+            if name in regs_class.FIELDS or name == "regs":
                 self._load()
             super().__setattr__(name, value)
 
