@@ -25,7 +25,8 @@ from the text).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
@@ -119,6 +120,8 @@ class Machine:
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
         self._layout = FrameLayout(self.arch.regs_class, self.arch.cpu_regs)
+        self._loaders: dict[Cpu, Callable[[], Sequence[int]]] = {}
+        """Each CPU's batched read of a trap frame's registers, made once."""
         self.kernel = self._new_space(None)
         self.kprobe_blacklist: Blacklist | None = None
         self.exception_table = ExceptionTable()
@@ -311,15 +314,15 @@ class Machine:
             stop = space.cpu.run(pc, stops, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
-            if stop.kind is StopKind.STOP_AT:
+            kind = stop.kind
+            if kind is StopKind.BREAK:
+                pc = self._deliver_break(space, stop)
+            elif kind is StopKind.STOP_AT:
                 if stop.pc in stop_at:
                     return stop.pc
                 pc = self._deliver_host_call(space, stop.pc)
-                continue
-            if stop.kind is StopKind.STEP_LIMIT:
+            elif kind is StopKind.STEP_LIMIT:
                 raise StepLimitExceeded(stop.pc, max_steps)
-            if stop.kind is StopKind.BREAK:
-                pc = self._deliver_break(space, stop)
             else:
                 self._deliver_fault(space, stop)
 
@@ -347,8 +350,10 @@ class Machine:
         """Hand a breakpoint trap to the engine on a lazily synchronised frame
         (:mod:`kprobe_ref.sim.frame`); return where the CPU resumes."""
         cpu, layout = space.cpu, self._layout
-        regs = trap_frame(layout, self.arch.trap_pc(stop.pc),
-                          lambda: cpu.reg_read_many(layout.cpu_names))
+        loader = self._loaders.get(cpu)
+        if loader is None:
+            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
+        regs = trap_frame(layout, self.arch.trap_pc(stop.pc), loader)
         self.trap_count += 1
         if not self._dispatch_break(space, regs):
             raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
@@ -361,7 +366,10 @@ class Machine:
         frame of the CPU's registers, as a trap's, but with no trap; return where the CPU
         resumes."""
         cpu, layout = space.cpu, self._layout
-        regs = trap_frame(layout, pc, lambda: cpu.reg_read_many(layout.cpu_names))
+        loader = self._loaders.get(cpu)
+        if loader is None:
+            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
+        regs = trap_frame(layout, pc, loader)
         self.host_calls += 1
         if not optimized_callback(self._manager(space), regs):
             raise GuestFault(pc, "host-call site with no optimized probe")
