@@ -12,6 +12,9 @@ with the arguments that produce the claimed figure, and prints their tables unde
    (goal: at most 1.2x at 100k, the hit unchanged).
 4. ``audit_speed.py``: verified audit throughput against the baseline tree (goal: 5x).
 5. ``pcode_speed.py``: the P-code CPU's instructions per second.
+6. ``optprobe.py``: jump-optimized probes on x86_64 and riscv64: the optimized share of
+   the corpus (and of a real x86_64 kernel's sample), traps per pre-handler hit (0 where
+   optimized) and an optimized hit's cost against a breakpoint hit's.
 
     PYTHONPATH=. python benchmarks/run_all.py [--kernels DIR] [--count 100000] [--quick]
 
@@ -56,6 +59,10 @@ def main() -> None:
          ["--count", str(min(a.count, 10_000) if quick else a.count)])
     _run("Audit throughput", "audit_speed.py", ["--arch", "x86_64"] if quick else [])
     _run("P-code CPU", "pcode_speed.py", [])
+    opt = ["--kernel-functions", "200" if quick else "1500"]
+    if a.kernels is not None:
+        opt += ["--kernel", str(a.kernels / "vmlinux-x86_64")]
+    _run("Optimized probes", "optprobe.py", opt)
 
 
 if __name__ == "__main__":
