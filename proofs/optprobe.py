@@ -36,6 +36,8 @@ Over every function of the bundled riscv64 corpus:
   instruction reads the register the jump uses, no reachable exit leaves it live under the
   calling convention, and no region instruction writes it.  The table of what each
   instruction reads and writes (``arch/riscv64/optimize.effect``) is shared with the rule.
+- ``optprobe``/``detour-same-state``: the detour holds the region's instructions in order,
+  back to back and byte for byte (a stepped RISC-V instruction never reads the PC).
 - ``optprobe``/``jumps-land``: for every even probe address, the ``auipc``+``jalr`` pair at
   the probe lands on the detour and the one at the detour's end on the first instruction
   after the region, both change no register but the dead one (the riscv64 model).
@@ -255,6 +257,8 @@ def _layout_error(region: OptRegion, addr: int, p: OptPlan) -> str | None:
     """Whether the detour holds the region in order, back to back, changed only in a
     RIP-relative displacement."""
     at = p.entry
+    if not len(p.copies) == len(p.starts) == len(region.insns):
+        return f"{len(p.copies)} copies of a region of {len(region.insns)} instructions"
     for i, d in enumerate(region.insns):
         if p.copies[i] != at or p.starts[i] != d.address - addr:
             return f"instruction {i} placed at {p.copies[i]}, expected {at}"
@@ -475,6 +479,23 @@ def _rv_jumps_land(functions: list[Function], plan: PlanRule, build: BuildRule) 
     return _prove_each(claims, f"{count} (region, detour) pairs, every even probe address")
 
 
+def _rv_layout(functions: list[Function], plan: PlanRule, build: BuildRule) -> Result:
+    """The detour holds the region's instructions in order, back to back, byte for byte:
+    a stepped RISC-V instruction never reads the PC (the ``decode-pc`` obligations), so
+    each leaves the state the original leaves, whatever its address."""
+    count = 0
+    for addr, region in _sample_rv(functions, plan):
+        for delta in DELTAS:
+            p = build(region, addr, (addr + delta) & bits.mask(64))
+            if isinstance(p, str):
+                continue
+            why = _layout_error(region, addr, p)
+            if why is not None:
+                return Result(False, 0.0, {"probe": hex(addr), "delta": hex(delta)}, why)
+            count += 1
+    return Result(True, 0.0, None, f"{count} (region, detour) pairs")
+
+
 def _sample_rv(functions: list[Function], plan: PlanRule) -> list[tuple[int, OptRegion]]:
     every = [(a, r) for f in functions for a, r in accepted(f, plan, "riscv64")]
     random.Random(12).shuffle(every)
@@ -496,6 +517,8 @@ def _riscv_obligations(plan: PlanRule | None, build: BuildRule | None,
     return [
         Obligation("riscv64", "optprobe", "scratch-dead",
                    timed(lambda: _rv_scratch_dead(funcs(), plan_rule))),
+        Obligation("riscv64", "optprobe", "detour-same-state",
+                   timed(lambda: _rv_layout(funcs(), plan_rule, build_rule))),
         Obligation("riscv64", "optprobe", "jumps-land",
                    timed(lambda: _rv_jumps_land(funcs(), plan_rule, build_rule))),
     ]

@@ -103,7 +103,7 @@ def _check(klass: str, **kw: object) -> Result:
     return ob.check()
 
 
-@pytest.mark.parametrize("klass", ["scratch-dead", "jumps-land"])
+@pytest.mark.parametrize("klass", ["scratch-dead", "detour-same-state", "jumps-land"])
 def test_the_riscv_rules_prove(klass: str) -> None:
     r = _check(klass)
     assert r.proved, (r.detail, r.counterexample)
@@ -146,4 +146,17 @@ def _short_by_four(region: OptRegion, addr: int, detour: int) -> OptPlan | str:
 
 def test_a_jump_back_short_of_the_region_end_fails() -> None:
     r = _check("jumps-land", build=_short_by_four)
+    assert not r.proved and r.counterexample is not None
+
+
+def _dropping_the_last(region: OptRegion, addr: int, detour: int) -> OptPlan | str:
+    """A detour that copies every region instruction but the last."""
+    shorter = dataclasses.replace(region, insns=region.insns[:-1]) \
+        if len(region.insns) > 1 else region
+    p = rv_opt.build_detour(shorter, addr, detour)
+    return p if isinstance(p, str) else dataclasses.replace(p, region=region.end - addr)
+
+
+def test_a_detour_missing_an_instruction_fails() -> None:
+    r = _check("detour-same-state", build=_dropping_the_last)
     assert not r.proved and r.counterexample is not None
