@@ -30,6 +30,10 @@ bundled x86_64 corpus (or the functions given):
 
 Over every function of the bundled riscv64 corpus:
 
+- ``optprobe``/``no-branch-into-region``: as on x86_64, with the function decoded by
+  capstone's RISC-V decoder (branch, ``j`` and ``jal`` targets, return sites of ``jal``
+  and ``jalr``, any function entry for ``jalr``'s target, any address for ``jr`` through a
+  register other than ``ra``).
 - ``optprobe``/``scratch-dead``: for every accepted region, a Datalog query (Z3's fixed-point
   engine) over the function's control flow, written apart from the rule's own fixed point:
   starting at the probe and stopping where the register is written, no reachable
@@ -51,6 +55,7 @@ from dataclasses import dataclass
 
 import capstone
 import z3
+from capstone import riscv as csrv
 from capstone import x86 as csx86
 
 from kprobe_ref import bits
@@ -204,20 +209,55 @@ def _table(f: Function, op: csx86.X86Op | None) -> list[int] | None:
     return None
 
 
-def _into_region(f: Function, rule: PlanRule) -> tuple[z3.BoolRef, dict[int, int]] | None:
-    regions = {addr: r.end for addr, r in accepted(f, rule)}
+_RV_BRANCHES = frozenset({"beq", "bne", "blt", "bge", "bltu", "bgeu", "beqz", "bnez", "blez",
+                          "bgez", "bltz", "bgtz", "bgt", "ble", "bgtu", "bleu", "c.beqz",
+                          "c.bnez", "j", "c.j"})
+"""riscv64 mnemonics (capstone's, aliases included) whose last operand is a PC-relative
+target and that do not link."""
+
+
+def rv_edges(f: Function) -> list[z3.BoolRef]:
+    """Where control flow can enter in a riscv64 ``f``, decoded by capstone apart from the
+    rule: branch and jump targets, the targets and return sites of ``jal``, the return
+    sites of ``jalr``, any function entry for the target of ``jalr`` (a function pointer),
+    and any address at all for ``jr`` through a register other than ``ra``."""
+    md = capstone.Cs(capstone.CS_ARCH_RISCV, capstone.CS_MODE_RISCV64 | capstone.CS_MODE_RISCVC)
+    md.detail = True
+    t = z3.BitVec("target", 64)
+    end = f.start + len(f.code)
+    out: list[z3.BoolRef] = []
+    for ins in md.disasm(f.code, f.start):
+        imm = [o.imm for o in ins.operands if o.type == csrv.RISCV_OP_IMM]
+        regs = [o.reg for o in ins.operands if o.type == csrv.RISCV_OP_REG]
+        name = ins.mnemonic
+        if name in _RV_BRANCHES and imm:
+            out.append(t == (ins.address + imm[-1]) & bits.mask(64))
+        elif name in ("jal", "c.jal") and imm:
+            out += [t == ins.address + ins.size, t == (ins.address + imm[-1]) & bits.mask(64)]
+        elif name in ("jalr", "c.jalr"):
+            out += [t == ins.address + ins.size,
+                    z3.Or(t == f.start, z3.ULT(t, f.start), z3.UGE(t, end))]
+        elif name in ("jr", "c.jr") and regs != [csrv.RISCV_REG_RA]:
+            out.append(z3.BoolVal(True))
+    return out
+
+
+def _into_region(f: Function, rule: PlanRule, isa: str = "x86_64"
+                 ) -> tuple[z3.BoolRef, dict[int, int]] | None:
+    regions = {addr: r.end for addr, r in accepted(f, rule, isa)}
     if not regions:
         return None
     t = z3.BitVec("target", 64)
-    enters = z3.Or(edges(f) or [z3.BoolVal(False)])
+    enters = z3.Or((edges(f) if isa == "x86_64" else rv_edges(f)) or [z3.BoolVal(False)])
     inside = z3.Or([z3.And(z3.UGT(t, a), z3.ULT(t, end)) for a, end in regions.items()])
     return z3.Not(z3.And(enters, inside)), regions
 
 
-def _no_branch_into_region(functions: list[Function], rule: PlanRule) -> Result:
+def _no_branch_into_region(functions: list[Function], rule: PlanRule,
+                           isa: str = "x86_64") -> Result:
     checked = 0
     for f in functions:
-        got = _into_region(f, rule)
+        got = _into_region(f, rule, isa)
         if got is None:
             continue
         claim, regions = got
@@ -515,6 +555,8 @@ def _riscv_obligations(plan: PlanRule | None, build: BuildRule | None,
         return cache[0]
 
     return [
+        Obligation("riscv64", "optprobe", "no-branch-into-region",
+                   timed(lambda: _no_branch_into_region(funcs(), plan_rule, "riscv64"))),
         Obligation("riscv64", "optprobe", "scratch-dead",
                    timed(lambda: _rv_scratch_dead(funcs(), plan_rule))),
         Obligation("riscv64", "optprobe", "detour-same-state",

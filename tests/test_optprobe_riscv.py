@@ -103,7 +103,8 @@ def _check(klass: str, **kw: object) -> Result:
     return ob.check()
 
 
-@pytest.mark.parametrize("klass", ["scratch-dead", "detour-same-state", "jumps-land"])
+@pytest.mark.parametrize("klass", ["no-branch-into-region", "scratch-dead", "detour-same-state",
+                                   "jumps-land"])
 def test_the_riscv_rules_prove(klass: str) -> None:
     r = _check(klass)
     assert r.proved, (r.detail, r.counterexample)
@@ -160,3 +161,26 @@ def _dropping_the_last(region: OptRegion, addr: int, detour: int) -> OptPlan | s
 def test_a_detour_missing_an_instruction_fails() -> None:
     r = _check("detour-same-state", build=_dropping_the_last)
     assert not r.proved and r.counterexample is not None
+
+
+LOOP_INTO = HEAD + addi(A1, A1, -1) + enc.encode_branch(1, A1, 0, -8) + RET
+"""The loop branches back to the region's second instruction."""
+
+
+def test_a_branch_into_the_region_refuses() -> None:
+    m = snippet_machine("riscv64", LOOP_INTO)
+    assert plan_region(m.manager, CODE) == "jump-target-in-region"
+
+
+def test_a_region_rule_blind_to_branch_targets_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rv_opt.flow.__wrapped__
+
+    def blind(code: bytes, start: int) -> rv_opt.Flow:
+        f = real(code, start)
+        return dataclasses.replace(f, effects=tuple(dataclasses.replace(e, target=None)
+                                                    for e in f.effects))
+
+    monkeypatch.setattr(rv_opt, "flow", blind)
+    r = _check("no-branch-into-region", functions=[Function("loop", CODE, LOOP_INTO)])
+    assert not r.proved and r.counterexample is not None
+    assert r.counterexample["target"] == hex(CODE + 4)
