@@ -158,6 +158,8 @@ class ProbeManager:
         """Detour host-call site -> optimized point, until the detour is freed."""
         self.opt_garbage: list[Optimized] = []
         """Retired detours waiting for a grace period before being freed."""
+        self.opt_deferred: set[int] = set()
+        """Points the optimizer left because a CPU was in the way, to retry later."""
         self.tracers: list[Tracer] = []
         self._ctl: dict[int, list[CtlBlock]] = {}
         self.rethooks: RethookTable | None = None

@@ -25,7 +25,8 @@ Eligible: a kernel probe (uprobes are never optimized), armed, whose every probe
 neither a post handler nor an event callback (those need the second trap, as for boosting),
 whose ISA accepts the region, with no other probe inside the region, and with no CPU inside
 the region, stepping the point's slot, or running its handlers (:func:`optimize_refusal`).
-A CPU found inside defers the point to a later run (Linux instead waits for
+A CPU found inside defers the point to a later run: the host calls
+:func:`retry_deferred` at its quiescent points (Linux instead waits for
 ``synchronize_rcu_tasks()`` and meanwhile sends breakpoint hits to the detour, so no CPU
 re-enters the region).
 
@@ -61,6 +62,7 @@ __all__ = [
     "optimize_refusal",
     "optimized_callback",
     "plan_region",
+    "retry_deferred",
     "settle",
     "suspended",
     "unoptimize_kprobe",
@@ -204,7 +206,9 @@ def _try_optimize(m: ProbeManager, point: ProbePoint) -> str | None:
         return region
     why = _cpu_refusal(m, point, region.end)
     if why is not None:
+        m.opt_deferred.add(point.address)
         return why
+    m.opt_deferred.discard(point.address)
     try:
         detour = m.aux.alloc_kernel_exec_memory(point.address, DETOUR_SIZE, _detour_reach(point))
     except OutOfReach:
@@ -254,17 +258,28 @@ def optimize_kprobes(m: ProbeManager) -> int:
     return done
 
 
-def settle(m: ProbeManager) -> None:
+def retry_deferred(m: ProbeManager) -> int:
+    """At a quiescent point of the host (no run in progress), with ``m.optimization`` set,
+    run the optimizer again if a CPU's whereabouts deferred a point; a failure is treated
+    as in :func:`settle`.  Returns how many points it optimized."""
+    if not m.optimization or not m.opt_deferred:
+        return 0
+    m.opt_deferred = {a for a in m.opt_deferred if a in m.break_list}
+    return settle(m)
+
+
+def settle(m: ProbeManager) -> int:
     """A lifecycle operation has succeeded: run the optimizer if ``m.optimization`` is
-    set.  Its failure is logged and traced (``optimize-failed``), never raised: the
-    operation itself is complete."""
+    set, and return how many points it optimized.  Its failure is logged and traced
+    (``optimize-failed``), never raised: the operation itself is complete."""
     if not m.optimization or m.pid is not None:
-        return
+        return 0
     try:
-        optimize_kprobes(m)
+        return optimize_kprobes(m)
     except Exception as err:  # the optimizer is Linux's background work: it cannot fail
         LOG.warning("optimizer: %r; the probes stay breakpoints", err)
         m.emit("optimize-failed", 0, repr(err))
+        return 0
 
 
 # -- unoptimizing ----------------------------------------------------------------------------

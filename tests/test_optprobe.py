@@ -385,3 +385,21 @@ def test_a_jump_table_that_cannot_be_read_refuses(table: int) -> None:
     m = snippet_machine("x86_64", switch_code(table))
     m.write(DATA + 0x100, (0x1234_5678).to_bytes(8, "little"))  # points out of the function
     assert plan_region(m.manager, CODE) == "indirect-jump-in-function"
+
+
+def test_a_point_deferred_by_a_cpu_in_its_region_is_optimized_at_the_next_quiescent_point(
+        ) -> None:
+    m = snippet_machine("x86_64", LOOP_OK)
+    m.manager.optimization = True
+    frame = m.arch.regs_class()
+    frame.set("rdi", 2)
+    m.set_regs(frame)
+    m.run(CODE, {CODE + 3})  # stopped inside the region [CODE, CODE + 7)
+    h = pre_probe(m, CODE)
+    point = h.point
+    assert point is not None and not h.optimized
+    assert optimize_refusal(m.manager, point) == "cpu-in-region"
+    assert m.manager.opt_deferred == {CODE}
+    assert m.run(CODE + 3, {CODE + len(LOOP_OK) - 1}) == CODE + len(LOOP_OK) - 1
+    assert h.optimized and not m.manager.opt_deferred
+    assert traps(m, lambda: m.call(CODE, 3), 4) == 0

@@ -49,7 +49,7 @@ from kprobe_ref.manager import (
     kprobe_handler_from_break,
     kprobe_handler_from_debug,
 )
-from kprobe_ref.optimize import optimized_callback
+from kprobe_ref.optimize import optimized_callback, retry_deferred
 from kprobe_ref.point import ProbePointList
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
@@ -437,8 +437,11 @@ class Machine:
 
     def _quiesce(self, space: AddressSpace) -> None:
         """Outside every run: a quiescent state, where released slots no CPU is in are
-        freed (the end of a grace period)."""
-        collect_slot_garbage(self._manager(space))
+        freed (the end of a grace period), and the optimizer retries the points a CPU's
+        whereabouts deferred (Linux's optimizer work runs again later)."""
+        manager = self._manager(space)
+        collect_slot_garbage(manager)
+        retry_deferred(manager)
 
     def prepare_call(self, space: AddressSpace, sp: int, args: tuple[int, ...]) -> int:
         """Load the arguments, push the return to the return-stop page and set the stack
