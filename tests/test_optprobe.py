@@ -403,3 +403,16 @@ def test_a_point_deferred_by_a_cpu_in_its_region_is_optimized_at_the_next_quiesc
     assert m.run(CODE + 3, {CODE + len(LOOP_OK) - 1}) == CODE + len(LOOP_OK) - 1
     assert h.optimized and not m.manager.opt_deferred
     assert traps(m, lambda: m.call(CODE, 3), 4) == 0
+
+
+def test_the_tracer_sees_optimization_hits_and_unoptimization() -> None:
+    m = snippet_machine("x86_64", LOOP_OK)
+    events: list[str] = []
+    m.manager.tracers.append(lambda e: events.append(e.kind))
+    h = pre_probe(m, CODE)
+    optimize_kprobes(m.manager)
+    m.call(CODE, 1)
+    register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(CODE)
+                    .with_post_handler(lambda _d, _r: None))
+    unregister_kprobe(m.manager, m.points, h)
+    assert events[events.index("optimized"):] == ["optimized", "hit", "detour", "unoptimized"]
