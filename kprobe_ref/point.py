@@ -40,6 +40,9 @@ class ProbePoint:
     busy: int = 0
     """CPUs handling this point: from its breakpoint trap until its handlers and its step
     are done.  A retired point's slot is freed when this drops to zero."""
+    ftrace: bool = False
+    """A kprobe on an ftrace site (:mod:`kprobe_ref.ftrace`): ``breakpoint`` is the call to
+    the ftrace trampoline, ``original`` the whole NOP area, and there is no slot."""
 
     @property
     def step_break_addr(self) -> int | None:

@@ -30,7 +30,9 @@ from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
 from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.ftrace import KprobeFtrace, ftrace_regs_call
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
+from kprobe_ref.kernel.ftrace import FtraceTable, boot_convert
 from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
 from kprobe_ref.manager import (
     ProbeManager,
@@ -119,6 +121,14 @@ class Machine:
         """(address space, PC) of every context a nested call has set aside."""
         self.images: list[Image] = []
         self.smp = Smp(self, cpus)
+        self.ftrace: FtraceTable | None = None
+        """The loaded kernel's ftrace sites after the boot conversion (``None``: no kernel
+        image with an ``__mcount_loc`` table loaded)."""
+        self.ftrace_calls = 0
+        """Calls of the ftrace trampoline (kprobes on ftrace sites): never traps."""
+        self.host_calls: frozenset[int] = frozenset()
+        """Addresses the machine intercepts as calls into the host (the ftrace
+        trampoline): a run stops there and the host does the trampoline's work."""
 
     # -- set-up ------------------------------------------------------------------------------
     def _new_space(self, pid: int | None) -> AddressSpace:
@@ -170,7 +180,48 @@ class Machine:
         self.images.append(image)
         if "_stext" in image.symbols and "_etext" in image.symbols:
             self.kprobe_blacklist = kernel_blacklist(path)
+            self._ftrace_init(image)
         return image
+
+    def _ftrace_init(self, image: Image) -> None:
+        """Apply ftrace's boot conversion to a kernel image (:mod:`kprobe_ref.kernel.ftrace`)
+        and, where the kernel has kprobes on ftrace, let the engine use its sites."""
+        table = boot_convert(self.isa, image.symbols, self.read, self.write)
+        if table is None:
+            return
+        self.ftrace = table
+        image.ftrace_sites = table.addresses
+        if table.abi.kprobes_on_ftrace and table.sites:
+            self.manager.ftrace = KprobeFtrace(table, self._ftrace_trampoline)
+
+    def _ftrace_trampoline(self) -> int:
+        """The ftrace trampoline the sites call, placed near the text on first use: a
+        page of breakpoints the CPU never executes, since a run stops at its address and
+        the host does the trampoline's work (:meth:`_host_call`)."""
+        if self.host_calls:
+            return min(self.host_calls)
+        assert self.ftrace is not None
+        self._machine_pages(self.kernel)
+        reach = (1 << 31) - PAGE  # a call rel32 or auipc/jalr from every site
+        lo = max(PAGE, max(self.ftrace.sites) - reach)
+        hi = min(1 << 64, min(self.ftrace.sites) + reach)
+        addr = self.kernel.alloc_exec(lo, hi, self.arch.slot_size, "the ftrace trampoline")
+        bp = self.arch.step_breakpoint(False)
+        self.kernel.write(addr, bp * (self.arch.slot_size // len(bp)), enforce=False)
+        self.host_calls = frozenset({addr})
+        return addr
+
+    def _host_call(self, space: AddressSpace) -> int:
+        """The CPU has reached the ftrace trampoline: run it on the CPU's registers and
+        return where the CPU continues.  No trap is counted: this is a call."""
+        regs = self._read_regs(space)
+        self.ftrace_calls += 1
+        try:
+            ftrace_regs_call(self._manager(space), regs)
+        except SimulatedFault as exc:
+            raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
+        self._write_regs(space, regs)
+        return regs.pc
 
     def add_symbol(self, name: str, addr: int, size: int) -> None:
         """Describe hand-mapped kernel code as a function."""
@@ -280,10 +331,14 @@ class Machine:
                   max_steps: int) -> int:
         steps = 0
         while True:
-            stop = space.cpu.run(pc, stop_at, max_steps - steps)
+            calls = self.host_calls if space is self.kernel else frozenset()
+            stop = space.cpu.run(pc, stop_at | calls if calls else stop_at, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
             if stop.kind is StopKind.STOP_AT:
+                if stop.pc in calls and stop.pc not in stop_at:
+                    pc = self._host_call(space)
+                    continue
                 return stop.pc
             if stop.kind is StopKind.STEP_LIMIT:
                 raise StepLimitExceeded(stop.pc, max_steps)
@@ -454,6 +509,10 @@ class Machine:
         return self._space(pid).has(addr, size, "x")
 
     def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
+        table = self.ftrace if pid is None else None
+        if table is not None and not table.abi.kprobes_on_ftrace and addr in table.sites:
+            return ("it is an ftrace site and this kernel has no kprobes on ftrace "
+                    "(Linux's check_ftrace_location refuses it)")
         return self._space(pid).forbidden(addr)
 
     def within_kprobe_blacklist(self, addr: int) -> str | None:
