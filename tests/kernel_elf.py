@@ -1,8 +1,9 @@
 """A small ELF writer for kernel-shaped test images (sections, symbols, RELA entries).
 
 The images have what the kernel audit reads from a vmlinux (section headers, ``.symtab``,
-an allocated ``.rela.dyn``) and nothing else: no program headers, so they are for the
-static kernel path only.
+an allocated ``.rela.dyn``).  With ``segments=True`` each allocated section also gets a
+``PT_LOAD`` program header (readable, writable with ``SHF_WRITE``, executable with
+``SHF_EXEC``), so ``Machine.load_elf`` can load the image as a kernel.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class KernelImage:
     """(name, address, size, STT type, section name)."""
     relas: list[tuple[int, int, int]] = field(default_factory=list)
     """(offset, type, addend) of ``.rela.dyn``."""
+    segments: bool = False
+    """Whether to write a ``PT_LOAD`` program header per allocated section."""
+    rela_addr: int = 0x7000
+    """Where ``.rela.dyn`` is linked."""
 
     def sym(self, name: str, addr: int, size: int = 0, kind: int = STT_FUNC,
             section: str = ".text") -> None:
@@ -41,7 +46,7 @@ class KernelImage:
         secs = list(self.sections)
         if self.relas:
             rela = b"".join(struct.pack("<QQq", o, t, a) for o, t, a in self.relas)
-            secs.append(Sec(".rela.dyn", 0x7000, rela, SHF_ALLOC, 4))
+            secs.append(Sec(".rela.dyn", self.rela_addr, rela, SHF_ALLOC, 4))
         index = {s.name: i + 1 for i, s in enumerate(secs)}
         strtab = bytearray(b"\0")
         symtab = bytearray(b"\0" * 24)
@@ -69,6 +74,9 @@ class KernelImage:
             body += s.data
         while len(body) % 8:
             body.append(0)
+        phdrs = self._phdrs(secs, offsets) if self.segments else []
+        phoff = len(body) if phdrs else 0
+        body += b"".join(phdrs)
         shoff = len(body)
         body += b"\0" * 64
         for i, s in enumerate(secs):
@@ -77,7 +85,20 @@ class KernelImage:
             body += struct.pack("<IIQQQQIIQQ", names[i], s.type, s.flags, s.addr, offsets[i],
                                 len(s.data), link, 0, 8, entsize)
         ident = b"\x7fELF\x02\x01\x01" + b"\0" * 9
-        header = ident + struct.pack("<HHIQQQIHHHHHH", self.e_type, self.machine, 1, 0, 0,
-                                     shoff, 0, 64, 0, 0, 64, len(secs) + 1, len(secs))
+        header = ident + struct.pack("<HHIQQQIHHHHHH", self.e_type, self.machine, 1, 0, phoff,
+                                     shoff, 0, 64, 56 if phdrs else 0, len(phdrs), 64,
+                                     len(secs) + 1, len(secs))
         body[:64] = header
         return bytes(body)
+
+    @staticmethod
+    def _phdrs(secs: list[Sec], offsets: list[int]) -> list[bytes]:
+        """One ``PT_LOAD`` per allocated section with contents."""
+        out = []
+        for s, off in zip(secs, offsets, strict=True):
+            if not s.flags & SHF_ALLOC or not s.data:
+                continue
+            flags = 4 | (2 if s.flags & SHF_WRITE else 0) | (1 if s.flags & SHF_EXEC else 0)
+            out.append(struct.pack("<IIQQQQQQ", 1, flags, off, s.addr, s.addr, len(s.data),
+                                   len(s.data), 0x1000))
+        return out
