@@ -114,7 +114,8 @@ class CtlBlock:
 class ProbeEvent:
     """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot (a two-trap
     step begins), boosted (a boosted step begins: no step-done follows), step-done,
-    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped."""
+    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped, and
+    ftrace (a hit on an ftrace site passed its NOP: post-handlers follow, no trap)."""
 
     kind: str
     address: int

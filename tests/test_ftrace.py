@@ -395,3 +395,22 @@ def test_functions_without_endbr_and_other_offsets_are_not_moved(x86: Machine) -
     unregister_kprobe(x86.manager, x86.points, h)
     k = register_kprobe(x86.manager, x86.points, ProbeBuilder().with_symbol("g").with_offset(9))
     assert k.address == X86_TEXT + 0x29
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "riscv64"])
+def test_ftrace_probe_on_the_pcode_cpu(tmp_path: Path, isa: str) -> None:
+    if isa == "x86_64":
+        img = _kernel(62, X86_TEXT, _x86_text(), X86_DATA, [X86_TEXT + 0x10], X86_FUNCS)
+        entry, args, want = X86_TEXT + 0x10, (3, 4), 7
+    else:
+        img = _kernel(243, RV_TEXT, _rv_text(), RV_DATA, [RV_TEXT], {"f": (0, 14)})
+        entry, args, want = RV_TEXT, (5, 6), 11
+    path = tmp_path / "vmlinux"
+    path.write_bytes(img.build())
+    m = Machine(isa, cpu="pcode", strict=True)
+    m.load_elf(path)
+    pcs: list[int] = []
+    h = register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol("f")
+                        .with_pre_handler(lambda _d, r: pcs.append(r.pc)))
+    assert h.ftrace and m.call(entry, *args) == want
+    assert pcs == [entry + (1 if isa == "x86_64" else 0)] and m.trap_count == 0
