@@ -2,7 +2,7 @@
 kprobes on ftrace sites (x86_64, riscv64: a call, no trap, Linux's ``regs->pc``), the
 arm64 refusal without kprobes on ftrace, and the x86_64 ENDBR64 adjustment of ``sym+0``.
 
-The images are small kernel-shaped ELF files built here (``tests/kernel_elf.py``)."""
+The images are small kernel-shaped ELF files (``tests/kernel_elf.py``, ``ftrace_kernel``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from kprobe_ref import (
 from kprobe_ref.kernel.ftrace import (
     A64_MOV_X9_LR,
     A64_NOP,
-    RV_CNOP4,
     RV_NOP2,
     X86_NOP5,
     convert_site,
@@ -33,47 +32,20 @@ from kprobe_ref.kernel.ftrace import (
 from kprobe_ref.manager import check_probe
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.machine import Machine
-from tests.kernel_elf import SHF_ALLOC, SHF_EXEC, SHF_WRITE, STT_NOTYPE, KernelImage, Sec
-
-X86_TEXT = 0xFFFF_FFFF_8100_0000
-X86_DATA = 0xFFFF_FFFF_8200_0000
-RV_TEXT = 0xFFFF_FFFF_8000_2000
-RV_DATA = 0xFFFF_FFFF_8100_0000
-A64_TEXT = 0xFFFF_8000_0801_0000
-A64_DATA = 0xFFFF_8000_0940_0000
-
-
-def _call(at: int, target: int) -> bytes:
-    return b"\xe8" + (target - (at + 5)).to_bytes(4, "little", signed=True)
-
-
-def _x86_text() -> bytes:
-    code = bytearray(b"\xcc" * 0x100)
-    code[0x00:0x01] = b"\xc3"                                       # __fentry__: ret
-    f = _call(X86_TEXT + 0x10, X86_TEXT) + bytes.fromhex("488d0437c3")  # lea rax,[rdi+rsi]
-    code[0x10:0x10 + len(f)] = f
-    g = (bytes.fromhex("f30f1efa") + _call(X86_TEXT + 0x24, X86_TEXT)
-         + bytes.fromhex("4889f8" "4883c001" "c3"))                 # mov rax,rdi; add rax,1
-    code[0x20:0x20 + len(g)] = g
-    code[0x40:0x46] = bytes.fromhex("b807000000c3")                 # h: mov eax,7; ret
-    code[0x60:0x66] = bytes.fromhex("b82a000000c3")                 # stub: mov eax,42; ret
-    return bytes(code)
-
-
-def _kernel(machine: int, text_addr: int, text: bytes, data_addr: int,
-            table: list[int], funcs: dict[str, tuple[int, int]], e_type: int = 2,
-            relas: list[tuple[int, int, int]] | None = None) -> KernelImage:
-    img = KernelImage(machine, e_type=e_type, segments=True, relas=relas or [])
-    img.sections.append(Sec(".text", text_addr, text, SHF_ALLOC | SHF_EXEC))
-    data = b"".join(struct.pack("<Q", e) for e in table)
-    img.sections.append(Sec(".init.data", data_addr, data, SHF_ALLOC | SHF_WRITE))
-    for name, (off, size) in funcs.items():
-        img.sym(name, text_addr + off, size)
-    img.sym("_stext", text_addr, 0, STT_NOTYPE)
-    img.sym("_etext", text_addr + len(text), 0, STT_NOTYPE)
-    img.sym("__start_mcount_loc", data_addr, 0, STT_NOTYPE, ".init.data")
-    img.sym("__stop_mcount_loc", data_addr + len(data), 0, STT_NOTYPE, ".init.data")
-    return img
+from tests.kernel_elf import (
+    A64_DATA,
+    A64_TEXT,
+    RV_DATA,
+    RV_TEXT,
+    X86_DATA,
+    X86_FUNCS,
+    X86_TEXT,
+    KernelImage,
+    call_rel32,
+    ftrace_kernel,
+    rv_text,
+    x86_text,
+)
 
 
 def _load(tmp_path: Path, isa: str, img: KernelImage) -> Machine:
@@ -84,30 +56,17 @@ def _load(tmp_path: Path, isa: str, img: KernelImage) -> Machine:
     return m
 
 
-X86_FUNCS = {"__fentry__": (0x00, 1), "f": (0x10, 10), "g": (0x20, 17), "h": (0x40, 6),
-             "stub": (0x60, 6)}
-
-
 @pytest.fixture
 def x86(tmp_path: Path) -> Machine:
     table = [X86_TEXT + 0x24, 0, X86_TEXT + 0x10, X86_TEXT + 0x40, X86_TEXT + 0x10]
-    return _load(tmp_path, "x86_64", _kernel(62, X86_TEXT, _x86_text(), X86_DATA, table,
+    return _load(tmp_path, "x86_64", ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, table,
                                              X86_FUNCS))
-
-
-def _rv_text() -> bytes:
-    code = bytearray(b"\0" * 0x40)
-    f = RV_CNOP4 + struct.pack("<I", 0x00B50533) + struct.pack("<H", 0x8082)  # add; ret
-    code[0:len(f)] = f
-    stub = struct.pack("<I", 0x02A00513) + struct.pack("<H", 0x8082)          # li a0,42; ret
-    code[0x20:0x20 + len(stub)] = stub
-    return bytes(code)
 
 
 @pytest.fixture
 def riscv(tmp_path: Path) -> Machine:
     funcs = {"f": (0, 14), "stub": (0x20, 6)}
-    return _load(tmp_path, "riscv64", _kernel(243, RV_TEXT, _rv_text(), RV_DATA, [RV_TEXT],
+    return _load(tmp_path, "riscv64", ftrace_kernel(243, RV_TEXT, rv_text(), RV_DATA, [RV_TEXT],
                                               funcs))
 
 
@@ -116,7 +75,7 @@ def arm64(tmp_path: Path) -> Machine:
     f = A64_NOP * 2 + struct.pack("<II", 0x8B010000, 0xD65F03C0)  # add x0,x0,x1; ret
     text = f + b"\0" * (0x40 - len(f))
     relas = [(A64_DATA + 8, 1027, A64_TEXT - (1 << 64))]  # R_AARCH64_RELATIVE fills it
-    img = _kernel(183, A64_TEXT, text, A64_DATA, [0, 0], {"f": (0, 16)}, e_type=3,
+    img = ftrace_kernel(183, A64_TEXT, text, A64_DATA, [0, 0], {"f": (0, 16)}, e_type=3,
                   relas=relas)
     return _load(tmp_path, "aarch64", img)
 
@@ -140,9 +99,9 @@ def test_x86_fentry_calls_become_five_byte_nops_and_the_rest_stays(x86: Machine)
 
 
 def test_x86_call_to_something_else_than_fentry_is_not_a_site() -> None:
-    call_elsewhere = _call(0x1000, 0x3000)
+    call_elsewhere = call_rel32(0x1000, 0x3000)
     assert isinstance(convert_site("x86_64", 0x1000, call_elsewhere, fentry=0x2000), str)
-    site = convert_site("x86_64", 0x1000, _call(0x1000, 0x2000), fentry=0x2000)
+    site = convert_site("x86_64", 0x1000, call_rel32(0x1000, 0x2000), fentry=0x2000)
     assert not isinstance(site, str) and site.after == X86_NOP5 and site.address == 0x1000
 
 
@@ -170,14 +129,14 @@ def test_a_machine_without_a_kernel_image_has_no_ftrace_sites() -> None:
 # -- kprobes on ftrace sites ------------------------------------------------------------------
 
 
-def _regs_after_call(m: Machine, addr: int, *args: int) -> tuple[int, PtRegs]:
+def _regs_aftercall_rel32(m: Machine, addr: int, *args: int) -> tuple[int, PtRegs]:
     ret = m.call(addr, *args)
     return ret, m.regs()
 
 
 def test_x86_probe_on_fentry_site_is_a_call_not_a_trap(x86: Machine) -> None:
     site = X86_TEXT + 0x10
-    want, regs0 = _regs_after_call(x86, site, 3, 4)
+    want, regs0 = _regs_aftercall_rel32(x86, site, 3, 4)
     seen: list[tuple[str, int, int]] = []
 
     def pre(_d: object, r: PtRegs) -> None:
@@ -190,7 +149,7 @@ def test_x86_probe_on_fentry_site_is_a_call_not_a_trap(x86: Machine) -> None:
                         .with_pre_handler(pre).with_post_handler(post))
     assert h.ftrace and h.address == site and h.point is not None and h.point.slot_addr is None
     assert x86.read(site, 1) == b"\xe8"  # the site calls the trampoline
-    got, regs1 = _regs_after_call(x86, site, 3, 4)
+    got, regs1 = _regs_aftercall_rel32(x86, site, 3, 4)
     assert got == want and regs1 == regs0
     assert x86.trap_count == 0 and x86.ftrace_calls == 1 and h.nhit == 1
     sp_at_site = regs0.sp - 8  # the caller's return address is on the stack at the site
@@ -272,7 +231,7 @@ def test_x86_kretprobe_on_an_ftrace_site(x86: Machine) -> None:
 def test_x86_ftrace_probe_on_several_cpus(tmp_path: Path) -> None:
     table = [X86_TEXT + 0x10]
     path = tmp_path / "vmlinux"
-    path.write_bytes(_kernel(62, X86_TEXT, _x86_text(), X86_DATA, table, X86_FUNCS).build())
+    path.write_bytes(ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, table, X86_FUNCS).build())
     m = Machine("x86_64", cpus=2)
     m.load_elf(path)
     hits: list[int] = []
@@ -289,13 +248,13 @@ def test_x86_ftrace_probe_on_several_cpus(tmp_path: Path) -> None:
 
 
 def test_riscv_probe_on_patchable_area_is_a_call_through_t0(riscv: Machine) -> None:
-    want, regs0 = _regs_after_call(riscv, RV_TEXT, 5, 6)
+    want, regs0 = _regs_aftercall_rel32(riscv, RV_TEXT, 5, 6)
     seen: list[tuple[str, int, int]] = []
     h = register_kprobe(riscv.manager, riscv.points, ProbeBuilder().with_symbol("f")
                         .with_pre_handler(lambda _d, r: seen.append(("pre", r.pc, r.ra)))
                         .with_post_handler(lambda _d, r: seen.append(("post", r.pc, r.ra))))
     assert h.ftrace and riscv.read(RV_TEXT, 8) != RV_NOP2
-    got, regs1 = _regs_after_call(riscv, RV_TEXT, 5, 6)
+    got, regs1 = _regs_aftercall_rel32(riscv, RV_TEXT, 5, 6)
     assert got == want and riscv.trap_count == 0 and riscv.ftrace_calls == 1
     ra = regs0.ra  # the call links through t0: ra is the caller's throughout
     assert seen == [("pre", RV_TEXT, ra), ("post", RV_TEXT + 8, ra)]
@@ -342,7 +301,7 @@ def test_check_probe_reports_an_ftrace_point(x86: Machine) -> None:
 
 
 def test_ftrace_call_encodings_reach_their_target() -> None:
-    assert ftrace_call("x86_64", 0x1000, 0x2000) == _call(0x1000, 0x2000)
+    assert ftrace_call("x86_64", 0x1000, 0x2000) == call_rel32(0x1000, 0x2000)
     for delta in (0, 4, 0x7FC, 0x800, 0x801, -0x800, -0x801, 0x1234_5678, -0x7000_0000):
         auipc, jalr = struct.unpack("<II", ftrace_call("riscv64", 0x8000_0000, 0x8000_0000
                                                        + delta))
@@ -400,10 +359,10 @@ def test_functions_without_endbr_and_other_offsets_are_not_moved(x86: Machine) -
 @pytest.mark.parametrize("isa", ["x86_64", "riscv64"])
 def test_ftrace_probe_on_the_pcode_cpu(tmp_path: Path, isa: str) -> None:
     if isa == "x86_64":
-        img = _kernel(62, X86_TEXT, _x86_text(), X86_DATA, [X86_TEXT + 0x10], X86_FUNCS)
+        img = ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, [X86_TEXT + 0x10], X86_FUNCS)
         entry, args, want = X86_TEXT + 0x10, (3, 4), 7
     else:
-        img = _kernel(243, RV_TEXT, _rv_text(), RV_DATA, [RV_TEXT], {"f": (0, 14)})
+        img = ftrace_kernel(243, RV_TEXT, rv_text(), RV_DATA, [RV_TEXT], {"f": (0, 14)})
         entry, args, want = RV_TEXT, (5, 6), 11
     path = tmp_path / "vmlinux"
     path.write_bytes(img.build())
