@@ -373,3 +373,19 @@ def test_ftrace_probe_on_the_pcode_cpu(tmp_path: Path, isa: str) -> None:
                         .with_pre_handler(lambda _d, r: pcs.append(r.pc)))
     assert h.ftrace and m.call(entry, *args) == want
     assert pcs == [entry + (1 if isa == "x86_64" else 0)] and m.trap_count == 0
+
+
+def test_riscv_ftrace_call_and_a_breakpoint_never_share_the_area(riscv: Machine) -> None:
+    inner = register_kprobe(riscv.manager, riscv.points,
+                            ProbeBuilder().with_symbol("f").with_offset(4))
+    with pytest.raises(InvalidAddress, match="would cover the probe"):
+        register_kprobe(riscv.manager, riscv.points, ProbeBuilder().with_symbol("f"))
+    unregister_kprobe(riscv.manager, riscv.points, inner)
+    site = register_kprobe(riscv.manager, riscv.points, ProbeBuilder().with_symbol("f"))
+    assert site.ftrace
+    with pytest.raises(InvalidAddress, match="inside the ftrace call"):
+        register_kprobe(riscv.manager, riscv.points,
+                        ProbeBuilder().with_symbol("f").with_offset(4))
+    unregister_kprobe(riscv.manager, riscv.points, site)
+    assert riscv.read(RV_TEXT, 8) == RV_NOP2
+    assert riscv.call(RV_TEXT, 5, 6) == 11

@@ -513,7 +513,26 @@ class Machine:
         if table is not None and not table.abi.kprobes_on_ftrace and addr in table.sites:
             return ("it is an ftrace site and this kernel has no kprobes on ftrace "
                     "(Linux's check_ftrace_location refuses it)")
-        return self._space(pid).forbidden(addr)
+        clash = self._ftrace_overlap(addr) if pid is None else None
+        return clash if clash is not None else self._space(pid).forbidden(addr)
+
+    def _ftrace_overlap(self, addr: int) -> str | None:
+        """A probe that would overlap the call of a kprobe on an ftrace site (riscv64's
+        8-byte area holds two instructions): refused either way round, since the call
+        and a breakpoint cannot share those bytes."""
+        ft = self.manager.ftrace
+        if ft is None:
+            return None
+        size = ft.abi.insn_size
+        for site in range(addr - size + 1, addr):
+            if ft.handles(site) and site in self.points:
+                return f"it lies inside the ftrace call patched in for the kprobe at {site:#x}"
+        if ft.handles(addr):
+            for other in range(addr + 1, addr + size):
+                if other in self.points:
+                    return (f"its ftrace call would cover the probe at {other:#x} "
+                            f"(the {size}-byte ftrace site starts here)")
+        return None
 
     def within_kprobe_blacklist(self, addr: int) -> str | None:
         bl = self.kprobe_blacklist
