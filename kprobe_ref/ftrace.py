@@ -117,13 +117,11 @@ def ftrace_regs_call(m: ProbeManager, regs: PtRegs) -> None:
     move)."""
     assert m.ftrace is not None
     abi = m.ftrace.abi
-    if abi.link is None:
-        sp = regs.sp
-        ret = int.from_bytes(m.aux.read_memory(sp, 8, None), "little")
-        regs.sp = (sp + 8) & _MASK
-    else:
-        sp = regs.sp
-        ret = regs.get(abi.link)
-    regs.pc = ret
+    if abi.link is None:  # x86_64: the call pushed the return address
+        ret = int.from_bytes(m.aux.read_memory(regs.sp, 8, None), "little")
+        sp = (regs.sp + 8) & _MASK
+    else:  # riscv64: the call linked through t0
+        ret, sp = regs.get(abi.link), regs.sp
+    regs.pc, regs.sp = ret, sp
     kprobe_ftrace_handler(m, (ret - abi.insn_size) & _MASK, regs)
-    regs.sp = (sp + 8) & _MASK if abi.link is None else sp
+    regs.sp = sp
