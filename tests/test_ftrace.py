@@ -25,6 +25,7 @@ from kprobe_ref.kernel.ftrace import (
     A64_NOP,
     RV_NOP2,
     X86_NOP5,
+    boot_convert,
     convert_site,
     ftrace_call,
     is_endbr,
@@ -389,3 +390,30 @@ def test_riscv_ftrace_call_and_a_breakpoint_never_share_the_area(riscv: Machine)
     unregister_kprobe(riscv.manager, riscv.points, site)
     assert riscv.read(RV_TEXT, 8) == RV_NOP2
     assert riscv.call(RV_TEXT, 5, 6) == 11
+
+
+def test_booted_text_converts_to_itself_and_foreign_bytes_are_refused() -> None:
+    for isa, booted in (("x86_64", X86_NOP5), ("aarch64", A64_MOV_X9_LR + A64_NOP),
+                        ("riscv64", RV_NOP2)):
+        site = convert_site(isa, 0x1000, booted)
+        assert not isinstance(site, str) and site.after == booted
+    assert isinstance(convert_site("aarch64", 0x1000, bytes.fromhex("3f2303d51f2003d5")), str)
+    assert isinstance(convert_site("riscv64", 0x1000, bytes.fromhex("0100010041112ee0")), str)
+
+
+def test_entries_outside_the_image_are_reported_not_fatal() -> None:
+    memory = {0x100: X86_NOP5}
+    table = struct.pack("<QQ", 0x100, 0x900)
+
+    def read(addr: int, n: int) -> bytes:
+        if addr == 0x2000:
+            return table[:n]
+        if addr in memory:
+            return memory[addr][:n]
+        raise InvalidAddress(f"{addr:#x} is not mapped")
+
+    t = boot_convert("x86_64", {"__start_mcount_loc": 0x2000, "__stop_mcount_loc": 0x2010},
+                     read, lambda _a, _d: None)
+    assert t is not None and t.addresses == [0x100] and t.changed == 0
+    assert [e for e, _ in t.unconverted] == [0x900]
+    assert boot_convert("loongarch64", {}, read, lambda _a, _d: None) is None
