@@ -214,13 +214,15 @@ class Machine:
     def _host_call(self, space: AddressSpace) -> int:
         """The CPU has reached the ftrace trampoline: run it on the CPU's registers and
         return where the CPU continues.  No trap is counted: this is a call."""
-        regs = self._read_regs(space)
+        cpu, layout = space.cpu, self._layout
+        regs = trap_frame(layout, min(self.host_calls),
+                          lambda: cpu.reg_read_many(layout.cpu_names))
         self.ftrace_calls += 1
         try:
             ftrace_regs_call(self._manager(space), regs)
         except SimulatedFault as exc:
             raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
-        self._write_regs(space, regs)
+        write_back(layout, regs, cpu.reg_write_many)
         return regs.pc
 
     def add_symbol(self, name: str, addr: int, size: int) -> None:
