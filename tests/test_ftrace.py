@@ -130,14 +130,14 @@ def test_a_machine_without_a_kernel_image_has_no_ftrace_sites() -> None:
 # -- kprobes on ftrace sites ------------------------------------------------------------------
 
 
-def _regs_aftercall_rel32(m: Machine, addr: int, *args: int) -> tuple[int, PtRegs]:
+def _regs_after_call(m: Machine, addr: int, *args: int) -> tuple[int, PtRegs]:
     ret = m.call(addr, *args)
     return ret, m.regs()
 
 
 def test_x86_probe_on_fentry_site_is_a_call_not_a_trap(x86: Machine) -> None:
     site = X86_TEXT + 0x10
-    want, regs0 = _regs_aftercall_rel32(x86, site, 3, 4)
+    want, regs0 = _regs_after_call(x86, site, 3, 4)
     seen: list[tuple[str, int, int]] = []
 
     def pre(_d: object, r: PtRegs) -> None:
@@ -150,7 +150,7 @@ def test_x86_probe_on_fentry_site_is_a_call_not_a_trap(x86: Machine) -> None:
                         .with_pre_handler(pre).with_post_handler(post))
     assert h.ftrace and h.address == site and h.point is not None and h.point.slot_addr is None
     assert x86.read(site, 1) == b"\xe8"  # the site calls the trampoline
-    got, regs1 = _regs_aftercall_rel32(x86, site, 3, 4)
+    got, regs1 = _regs_after_call(x86, site, 3, 4)
     assert got == want and regs1 == regs0
     assert x86.trap_count == 0 and x86.ftrace_calls == 1 and h.nhit == 1
     sp_at_site = regs0.sp - 8  # the caller's return address is on the stack at the site
@@ -229,33 +229,39 @@ def test_x86_kretprobe_on_an_ftrace_site(x86: Machine) -> None:
     assert x86.read(X86_TEXT + 0x10, 5) == X86_NOP5
 
 
-def test_x86_ftrace_probe_on_several_cpus(tmp_path: Path) -> None:
-    table = [X86_TEXT + 0x10]
+@pytest.mark.parametrize("isa", ["x86_64", "riscv64"])
+def test_ftrace_probe_on_several_cpus(tmp_path: Path, isa: str) -> None:
+    if isa == "x86_64":
+        img = ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, [X86_TEXT + 0x10], X86_FUNCS)
+        entry = X86_TEXT + 0x10
+    else:
+        img = ftrace_kernel(243, RV_TEXT, rv_text(), RV_DATA, [RV_TEXT], {"f": (0, 14)})
+        entry = RV_TEXT
     path = tmp_path / "vmlinux"
-    path.write_bytes(ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, table, X86_FUNCS).build())
-    m = Machine("x86_64", cpus=2)
+    path.write_bytes(img.build())
+    m = Machine(isa, cpus=2)
     m.load_elf(path)
     hits: list[int] = []
     register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol("f")
                     .with_pre_handler(lambda _d, _r: hits.append(m.current_cpu())))
     for cpu in (0, 1):
-        m.start(cpu, X86_TEXT + 0x10, cpu, 40)
+        m.start(cpu, entry, cpu, 40)
     while not (m.done(0) and m.done(1)):
         for cpu in (0, 1):
             if not m.done(cpu):
                 m.step(cpu)
     assert (m.result(0), m.result(1)) == (40, 41)
-    assert sorted(hits) == [0, 1] and m.trap_count == 0
+    assert sorted(hits) == [0, 1] and m.trap_count == 0 and m.ftrace_calls == 2
 
 
 def test_riscv_probe_on_patchable_area_is_a_call_through_t0(riscv: Machine) -> None:
-    want, regs0 = _regs_aftercall_rel32(riscv, RV_TEXT, 5, 6)
+    want, regs0 = _regs_after_call(riscv, RV_TEXT, 5, 6)
     seen: list[tuple[str, int, int]] = []
     h = register_kprobe(riscv.manager, riscv.points, ProbeBuilder().with_symbol("f")
                         .with_pre_handler(lambda _d, r: seen.append(("pre", r.pc, r.ra)))
                         .with_post_handler(lambda _d, r: seen.append(("post", r.pc, r.ra))))
     assert h.ftrace and riscv.read(RV_TEXT, 8) != RV_NOP2
-    got, regs1 = _regs_aftercall_rel32(riscv, RV_TEXT, 5, 6)
+    got, regs1 = _regs_after_call(riscv, RV_TEXT, 5, 6)
     assert got == want and riscv.trap_count == 0 and riscv.ftrace_calls == 1
     ra = regs0.ra  # the call links through t0: ra is the caller's throughout
     assert seen == [("pre", RV_TEXT, ra), ("post", RV_TEXT + 8, ra)]
