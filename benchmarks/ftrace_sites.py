@@ -7,8 +7,8 @@ site at their entry, then register a kprobe at every ``--every``-th site and cou
 go through ftrace, those refused and those armed with a breakpoint, checking each site's
 bytes come back.  Last, ``gcd(462, 1071)`` is called ``--calls`` times unprobed, with a
 kprobe on its ftrace site, and with a kprobe on its second instruction (a breakpoint), and
-the traps, trampoline calls and time per call are printed side by side, as ratios to the
-unprobed call.  Never part of the test suite.
+the traps, trampoline calls and time per call (best of three rounds, after warm-up calls)
+are printed side by side, as ratios to the unprobed call.  Never part of the test suite.
 
     PYTHONPATH=$PWD python benchmarks/ftrace_sites.py [--every N] [--calls N] [ISA=PATH ...]
 """
@@ -71,15 +71,23 @@ def sample_line(m: Machine, t: FtraceTable, every: int) -> str:
             f"{same} of {ftrace + breakpoint}")
 
 
-def timed_calls(m: Machine, addr: int, calls: int) -> tuple[float, int, int, int]:
-    """Seconds per call, traps, trampoline calls and the result of ``calls`` calls."""
-    traps, tramps = m.trap_count, m.ftrace_calls
-    t0 = time.perf_counter()
-    ret = 0
-    for _ in range(calls):
-        ret = m.call(addr, 462, 1071)
-    per = (time.perf_counter() - t0) / calls
-    return per, m.trap_count - traps, m.ftrace_calls - tramps, ret
+def timed_calls(m: Machine, addr: int, calls: int, rounds: int = 3
+                ) -> tuple[float, int, int, int]:
+    """The best of ``rounds`` rounds of ``calls`` calls (after a few warm-up calls, so the
+    CPU's translation cache is filled): seconds per call, and the traps, trampoline calls
+    and result of one round."""
+    for _ in range(5):
+        m.call(addr, 462, 1071)
+    best, counts = float("inf"), (0, 0, 0)
+    for _ in range(rounds):
+        traps, tramps = m.trap_count, m.ftrace_calls
+        t0 = time.perf_counter()
+        ret = 0
+        for _ in range(calls):
+            ret = m.call(addr, 462, 1071)
+        best = min(best, (time.perf_counter() - t0) / calls)
+        counts = (m.trap_count - traps, m.ftrace_calls - tramps, ret)
+    return best, *counts
 
 
 def gcd_lines(m: Machine, img: Image, t: FtraceTable, calls: int) -> list[str]:

@@ -42,7 +42,7 @@ from kprobe_ref.manager import (
 from kprobe_ref.point import ProbePoint
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["KprobeFtrace", "ftrace_regs_call", "kprobe_ftrace_handler"]
+__all__ = ["KprobeFtrace", "ftrace_regs_call", "kprobe_ftrace_handler", "site_return"]
 
 _MASK = (1 << 64) - 1
 
@@ -109,19 +109,22 @@ def kprobe_ftrace_handler(m: ProbeManager, ip: int, regs: PtRegs) -> None:
         _done_with(m, point)
 
 
-def ftrace_regs_call(m: ProbeManager, regs: PtRegs) -> None:
-    """The trampoline, entered by a site's call with the CPU's registers in ``regs``:
-    find the site from the return address, build the frame Linux's ``ftrace_regs_caller``
-    builds, run :func:`kprobe_ftrace_handler`, and leave ``regs`` as the trampoline's
-    return leaves them (x86_64 pops the return address; ``sp`` is never the handlers' to
-    move)."""
+def site_return(m: ProbeManager, sp: int, link: int) -> tuple[int, int]:
+    """Undo a site's call at the trampoline's entry: the return address it left and the
+    stack pointer as at the site.  x86_64's call pushed the return address (popped here:
+    the caller moves ``sp`` on by 8); riscv64's linked it through ``t0`` (``link``)."""
     assert m.ftrace is not None
-    abi = m.ftrace.abi
-    if abi.link is None:  # x86_64: the call pushed the return address
-        ret = int.from_bytes(m.aux.read_memory(regs.sp, 8, None), "little")
-        sp = (regs.sp + 8) & _MASK
-    else:  # riscv64: the call linked through t0
-        ret, sp = regs.get(abi.link), regs.sp
-    regs.pc, regs.sp = ret, sp
-    kprobe_ftrace_handler(m, (ret - abi.insn_size) & _MASK, regs)
-    regs.sp = sp
+    if m.ftrace.abi.link is not None:
+        return link, sp
+    ret = int.from_bytes(m.aux.read_memory(sp, 8, None), "little")
+    return ret, (sp + 8) & _MASK
+
+
+def ftrace_regs_call(m: ProbeManager, regs: PtRegs) -> None:
+    """The trampoline's work, on the frame Linux's ``ftrace_regs_caller`` builds: ``regs``
+    holds the CPU's registers with the site's call undone (:func:`site_return`), its PC
+    the call's return address.  Runs :func:`kprobe_ftrace_handler` for the site; ``regs``
+    then says where to continue."""
+    assert m.ftrace is not None
+    ret = regs.pc
+    kprobe_ftrace_handler(m, (ret - m.ftrace.abi.insn_size) & _MASK, regs)

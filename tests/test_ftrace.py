@@ -423,3 +423,15 @@ def test_entries_outside_the_image_are_reported_not_fatal() -> None:
     assert t is not None and t.addresses == [0x100] and t.changed == 0
     assert [e for e, _ in t.unconverted] == [0x900]
     assert boot_convert("loongarch64", {}, read, lambda _a, _d: None) is None
+
+
+def test_a_handlers_stack_pointer_is_not_restored_by_the_trampoline(x86: Machine) -> None:
+    want, regs0 = _regs_after_call(x86, X86_TEXT + 0x10, 3, 4)
+
+    def move_sp(_d: object, r: PtRegs) -> None:
+        r.sp = r.sp - 0x100
+
+    register_kprobe(x86.manager, x86.points,
+                    ProbeBuilder().with_symbol("f").with_post_handler(move_sp))
+    got, regs1 = _regs_after_call(x86, X86_TEXT + 0x10, 3, 4)
+    assert got == want and regs1 == regs0

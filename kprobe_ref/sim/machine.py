@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
 from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
-from kprobe_ref.ftrace import KprobeFtrace, ftrace_regs_call
+from kprobe_ref.ftrace import KprobeFtrace, ftrace_regs_call, site_return
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
 from kprobe_ref.kernel.ftrace import FtraceTable, boot_convert
 from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
@@ -47,7 +47,7 @@ from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
-from kprobe_ref.sim.frame import FrameLayout, trap_frame, write_back
+from kprobe_ref.sim.frame import FrameLayout, is_read, trap_frame, write_back
 from kprobe_ref.sim.smp import Smp
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
@@ -214,14 +214,23 @@ class Machine:
     def _host_call(self, space: AddressSpace) -> int:
         """The CPU has reached the ftrace trampoline: run it on the CPU's registers and
         return where the CPU continues.  No trap is counted: this is a call."""
-        cpu, layout = space.cpu, self._layout
-        regs = trap_frame(layout, min(self.host_calls),
-                          lambda: cpu.reg_read_many(layout.cpu_names))
+        cpu, layout, manager = space.cpu, self._layout, self._manager(space)
+        assert manager.ftrace is not None
+        sp_name = self.arch.cpu_regs[self.arch.regs_class.SP]
+        link = manager.ftrace.abi.link
+        sp = cpu.reg_read(sp_name)
+        ret, site_sp = site_return(manager, sp, cpu.reg_read(self.arch.cpu_regs[link])
+                                   if link is not None else 0)
+        if site_sp != sp:
+            cpu.reg_write(sp_name, site_sp)
+        regs = trap_frame(layout, ret, lambda: cpu.reg_read_many(layout.cpu_names))
         self.ftrace_calls += 1
         try:
-            ftrace_regs_call(self._manager(space), regs)
+            ftrace_regs_call(manager, regs)
         except SimulatedFault as exc:
             raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
+        if is_read(regs):
+            regs.sp = site_sp  # the trampoline never restores a handler's stack pointer
         write_back(layout, regs, cpu.reg_write_many)
         return regs.pc
 
