@@ -435,3 +435,12 @@ def test_a_handlers_stack_pointer_is_not_restored_by_the_trampoline(x86: Machine
                     ProbeBuilder().with_symbol("f").with_post_handler(move_sp))
     got, regs1 = _regs_after_call(x86, X86_TEXT + 0x10, 3, 4)
     assert got == want and regs1 == regs0
+
+
+def test_the_trampoline_is_near_the_text_and_not_probeable(x86: Machine) -> None:
+    register_kprobe(x86.manager, x86.points, ProbeBuilder().with_symbol("f"))
+    (tramp,) = x86.host_calls
+    assert abs(tramp - X86_TEXT) < 1 << 31
+    x86.add_symbol("tramp", tramp, 16)
+    with pytest.raises(InvalidAddress, match="must not be probed"):
+        register_kprobe(x86.manager, x86.points, ProbeBuilder().with_symbol_addr(tramp))
