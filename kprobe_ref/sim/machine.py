@@ -192,12 +192,14 @@ class Machine:
         self.ftrace = table
         image.ftrace_sites = table.addresses
         if table.abi.kprobes_on_ftrace and table.sites:
+            self._ftrace_trampoline()  # part of the kernel, as ftrace_regs_caller is
             self.manager.ftrace = KprobeFtrace(table, self._ftrace_trampoline)
 
     def _ftrace_trampoline(self) -> int:
-        """The ftrace trampoline the sites call, placed near the text on first use: a
-        page of breakpoints the CPU never executes, since a run stops at its address and
-        the host does the trampoline's work (:meth:`_host_call`)."""
+        """The ftrace trampoline the sites call, placed near the text when the kernel is
+        loaded (so asking whether a site can be probed changes nothing): breakpoints the
+        CPU never executes, since a run stops at its address and the host does the
+        trampoline's work (:meth:`_host_call`)."""
         if self.host_calls:
             return min(self.host_calls)
         assert self.ftrace is not None
