@@ -302,8 +302,11 @@ def test_arm64_ftrace_site_is_refused_without_kprobes_on_ftrace(arm64: Machine) 
 
 
 def test_check_probe_reports_an_ftrace_point(x86: Machine) -> None:
+    tramp = x86.host_calls
+    assert tramp  # placed with the kernel, not by the question
     point = check_probe(x86.manager, x86.points, X86_TEXT + 0x10)
-    assert point.ftrace and point.original == X86_NOP5
+    assert point.ftrace and point.original == X86_NOP5 and x86.host_calls == tramp
+    assert not x86.points
     assert x86.read(X86_TEXT + 0x10, 5) == X86_NOP5
 
 
