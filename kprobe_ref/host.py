@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from kprobe_ref.arch.base import NO_REACH, SlotReach
+
 if TYPE_CHECKING:
     from kprobe_ref.kretprobe import RetprobeInstance
 
@@ -65,16 +67,24 @@ class KprobeAuxiliaryOps(Protocol):
         ``kallsyms_lookup_name``, or the process image's symbol table), in ascending
         order; empty when there is none.  Several addresses make the name ambiguous."""
 
-    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
-        """Allocate ``size`` bytes of kernel executable memory within reach of ``near``
-        (the ISA's PC-relative range) and return its address."""
+    def alloc_kernel_exec_memory(self, near: int, size: int, reach: SlotReach = NO_REACH) -> int:
+        """Allocate ``size`` bytes of kernel executable memory and return its address.
+
+        For a slot, ``near`` is the probed address and ``reach`` says where the slot may go
+        (``ArchOps.reach``): every required constraint must hold (the engine checks, and
+        refuses the probe otherwise), and the boost constraints should when some free
+        place allows, searching outward from ``near`` as Linux's ``module_alloc`` keeps
+        kernel slots within reach of kernel text.  ``near`` 0 asks for memory anywhere
+        (a return trampoline)."""
 
     def free_kernel_exec_memory(self, addr: int) -> None:
         """Free memory from :meth:`alloc_kernel_exec_memory`."""
 
-    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int,
+                               reach: SlotReach = NO_REACH) -> int:
         """Allocate ``size`` bytes of executable memory in process ``pid`` (its
-        out-of-line slot area) and return its address; the area need not be near."""
+        out-of-line slot area) and return its address; the area need not be near, but a
+        slot there must meet ``reach`` as a kernel slot does."""
 
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
         """Free memory from :meth:`alloc_user_exec_memory`."""

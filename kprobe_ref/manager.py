@@ -40,13 +40,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from kprobe_ref.arch import ArchOps, SlotPlan, Verdict, get_arch, instruction_starts
+from kprobe_ref.arch import ArchOps, SlotPlan, SlotReach, Verdict, get_arch, instruction_starts
 from kprobe_ref.errors import (
     BlacklistedAddress,
     InvalidAddress,
     InvalidProbeDefinition,
     NotInstructionBoundary,
     NotRegistered,
+    OutOfReach,
     SimulatedFault,
     SymbolNotUnique,
     UnknownSymbol,
@@ -314,11 +315,13 @@ def check_probe(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoin
 def _install_slot(m: ProbeManager, point: ProbePoint) -> None:
     """Allocate, fill and register the out-of-line slot of a stepped point."""
     size = m.arch.slot_size
+    reach = m.arch.reach(point.decoded, m.user)
     if m.pid is None:
-        slot = m.aux.alloc_kernel_exec_memory(point.address, size)
+        slot = m.aux.alloc_kernel_exec_memory(point.address, size, reach)
     else:
-        slot = m.aux.alloc_user_exec_memory(m.pid, point.address, size)
+        slot = m.aux.alloc_user_exec_memory(m.pid, point.address, size, reach)
     try:
+        _check_reach(point, slot, reach)
         plan = m.arch.build_slot(point.decoded, slot, m.user)
         m.patch(slot, plan.code)
         boost = _prepare_boost(m, point, slot, plan)
@@ -331,6 +334,18 @@ def _install_slot(m: ProbeManager, point: ProbePoint) -> None:
         point.boost_addr, point.boost_plan = slot + m.arch.boost_offset, boost
         m.boost_owner[point.boost_addr] = point
     m.emit("slot-prepared", point.address, f"{plan.rule} at {slot:#x}")
+
+
+def _check_reach(point: ProbePoint, slot: int, reach: SlotReach) -> None:
+    """Refuse a slot the host placed where a relocation constraint fails (the same check
+    for kernel slots and a process's out-of-line area)."""
+    for r in reach.required:
+        if not r.holds(slot):
+            first, last = r.window()
+            raise OutOfReach(
+                f"a slot at {slot:#x} is out of reach of the probe at {point.address:#x}: "
+                f"{r.why} needs the slot in {first:#x}..{last:#x}",
+                "slot-out-of-reach", point.address)
 
 
 def _prepare_boost(m: ProbeManager, point: ProbePoint, slot: int, plan: SlotPlan

@@ -11,6 +11,7 @@ handler, or stepping its slot) is
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from kprobe_ref.arch.base import Decoded, SlotPlan
@@ -68,17 +69,59 @@ class ProbePoint:
         return self.boost_addr <= pc < self.boost_addr + len(self.boost_plan.code)
 
 
+MAX_BREAKPOINT = 8
+"""The longest bytes a point writes, in bytes (a point at ``a`` covers less than
+``a + MAX_BREAKPOINT``): a breakpoint is at most 4, the call of a kprobe on an ftrace site
+(:mod:`kprobe_ref.ftrace`) 5 on x86_64 and 8 on riscv64."""
+
+
 class ProbePointList(dict[int, ProbePoint]):
-    """Every installed point of one address space, by address (the seed's BTreeMap)."""
+    """Every installed point of one address space, by address (the seed's BTreeMap).
+
+    Besides the mapping, the list keeps its addresses in order, so that the points
+    overlapping a range are found by bisection: the cost of reading code as it was before
+    any probe does not grow with the number of points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._order: list[int] = []
+
+    def __setitem__(self, addr: int, point: ProbePoint) -> None:
+        if addr not in self:
+            bisect.insort(self._order, addr)
+        super().__setitem__(addr, point)
+
+    def __delitem__(self, addr: int) -> None:
+        super().__delitem__(addr)
+        del self._order[bisect.bisect_left(self._order, addr)]
+
+    def pop(self, addr: int, *default: ProbePoint | None) -> ProbePoint | None:  # type: ignore[override]
+        if addr in self:
+            point = self[addr]
+            del self[addr]
+            return point
+        if default:
+            return default[0]
+        raise KeyError(addr)
+
+    def clear(self) -> None:
+        super().clear()
+        self._order.clear()
+
+    def between(self, lo: int, hi: int) -> list[ProbePoint]:
+        """The points whose address lies in ``[lo, hi)``, in address order."""
+        i, j = bisect.bisect_left(self._order, lo), bisect.bisect_left(self._order, hi)
+        return [self[a] for a in self._order[i:j]]
 
     def overlay_original(self, addr: int, data: bytes) -> bytes:
         """Return ``data`` (memory read at ``addr``) with every armed breakpoint replaced by
         the original bytes it covers: what the code looked like before any probe."""
-        out = bytearray(data)
         end = addr + len(data)
-        for point in self.values():
-            if not point.armed:
-                continue
+        near = [p for p in self.between(addr - MAX_BREAKPOINT + 1, end) if p.armed]
+        if not near:
+            return data
+        out = bytearray(data)
+        for point in near:
             bp_end = point.address + len(point.breakpoint)
             for a in range(max(addr, point.address), min(end, bp_end)):
                 out[a - addr] = point.original[a - point.address]

@@ -34,6 +34,7 @@ import z3
 
 from kprobe_ref import bits
 from kprobe_ref.arch import ArchOps, get_arch
+from kprobe_ref.arch.base import NO_REACH, SlotReach
 from kprobe_ref.kretprobe import Kretprobe, RethookTable, RetprobeInstance, _entry_handler
 from kprobe_ref.manager import ProbeManager, kprobe_handler_from_break
 from kprobe_ref.models.state import load, store, symbolic_memory
@@ -226,12 +227,13 @@ class MiniHost:
     def lookup_symbol(self, name: str, pid: int | None) -> list[int]:
         return []
 
-    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
+    def alloc_kernel_exec_memory(self, near: int, size: int, reach: SlotReach = NO_REACH) -> int:
         self._next += 0x100
         return self._next
 
-    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
-        return self.alloc_kernel_exec_memory(near, size)
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int,
+                               reach: SlotReach = NO_REACH) -> int:
+        return self.alloc_kernel_exec_memory(near, size, reach)
 
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
         return None

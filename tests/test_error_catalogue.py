@@ -33,6 +33,7 @@ from kprobe_ref import (
     unregister_kretprobe,
 )
 from kprobe_ref.arch import get_arch
+from kprobe_ref.arch.base import NO_REACH, Reach, SlotReach
 from kprobe_ref.sim import Machine
 from kprobe_ref.sim.elf import read_image
 from kprobe_ref.tools.verify import bundled_image, load_specs
@@ -109,6 +110,30 @@ def x86_out_of_reach() -> None:
     arch = get_arch("x86_64")
     d = arch.decode(bytes.fromhex("488b0500000000"), BASE, False)
     arch.build_slot(d, BASE + (1 << 33), False)
+
+
+def slot_nowhere() -> None:
+    """A required constraint whose window lies wholly outside the address space."""
+    m = x86()
+    reach = SlotReach((Reach(1 << 65, 0, -(1 << 31), (1 << 31) - 1, "a disp32"),))
+    m.alloc_kernel_exec_memory(BASE, 64, reach)
+
+
+def slot_no_room() -> None:
+    """A required constraint whose window is all mapped."""
+    m = x86()
+    m.map(0x5000_0000, 0x20000, "r")
+    reach = SlotReach((Reach(0x5000_0000, 0, -0x10000, 0, "a 64 KiB window"),))
+    m.alloc_kernel_exec_memory(0x5000_0000, 64, reach)
+
+
+def slot_placed_out_of_reach() -> None:
+    """A host that ignores the reach rule: the engine checks the slot it gets."""
+    m = x86()
+    m.write(BASE, bytes.fromhex("488b0500000000c3"))  # mov rax, [rip]; ret
+    m.alloc_kernel_exec_memory = lambda near, size, reach=NO_REACH: (  # type: ignore[method-assign]
+        Machine.alloc_kernel_exec_memory(m, 1 << 40, size))
+    kprobe(m, BASE)
 
 
 def nested_too_deep() -> None:
@@ -438,7 +463,9 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "map-overlap": lambda: x86().map(BASE, 0x1000),
     "read-unmapped": lambda: x86().read(0x5000_0000, 4),
     "write-not-writable": lambda: x86().write_memory(BASE, b"\x90", None),
-    "no-room-for-slots": lambda: x86().kernel.alloc_exec(BASE, BASE + 0x1000, 64, "test"),
+    "no-room-for-slots": slot_no_room,
+    "slot-nowhere": slot_nowhere,
+    "slot-placed-out-of-reach": slot_placed_out_of_reach,
     "free-unallocated": lambda: x86().free_kernel_exec_memory(BASE),
     # -- images ---------------------------------------------------------------------------
     "elf-phentsize": lambda: load(lambda r: struct.pack_into("<H", r, 54, 32)),

@@ -447,3 +447,22 @@ def test_the_trampoline_is_near_the_text_and_not_probeable(x86: Machine) -> None
     x86.add_symbol("tramp", tramp, 16)
     with pytest.raises(InvalidAddress, match="must not be probed"):
         register_kprobe(x86.manager, x86.points, ProbeBuilder().with_symbol_addr(tramp))
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "riscv64"])
+def test_reads_inside_an_armed_ftrace_call_see_the_booted_nops(tmp_path: Path, isa: str) -> None:
+    if isa == "x86_64":
+        img = ftrace_kernel(62, X86_TEXT, x86_text(), X86_DATA, [X86_TEXT + 0x10], X86_FUNCS)
+        site, nops = X86_TEXT + 0x10, X86_NOP5
+    else:
+        img = ftrace_kernel(243, RV_TEXT, rv_text(), RV_DATA, [RV_TEXT], {"f": (0, 14)})
+        site, nops = RV_TEXT, RV_NOP2
+    path = tmp_path / "vmlinux"
+    path.write_bytes(img.build())
+    m = Machine(isa)
+    m.load_elf(path)
+    register_kprobe(m.manager, m.points, ProbeBuilder().with_symbol("f"))
+    assert m.read(site, len(nops)) != nops
+    for off in range(len(nops)):
+        seen = m.points.overlay_original(site + off, m.read(site + off, len(nops) - off))
+        assert seen == nops[off:]

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, SlotReach, Verdict
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = [
-    "ARCHES", "ArchOps", "Decoded", "SimState", "SlotPlan", "Verdict", "get_arch",
+    "ARCHES", "ArchOps", "Decoded", "SimState", "SlotPlan", "SlotReach", "Verdict", "get_arch",
     "instruction_starts",
 ]
 
@@ -35,8 +35,6 @@ class ArchOps(Protocol):
     """Bytes to read to be sure to hold one whole instruction."""
     slot_size: int
     """Bytes of executable memory one out-of-line slot takes."""
-    slot_reach: int
-    """How far (in bytes, either way) a kernel slot may be from the probed code."""
     boost_offset: int
     """Where, inside a slot of ``slot_size`` bytes, the boosted variant starts (the
     two-trap variant starts at 0)."""
@@ -72,6 +70,11 @@ class ArchOps(Protocol):
 
     def trap_pc(self, addr: int) -> int:
         """The PC a trap frame holds for a breakpoint at ``addr`` (x86_64: ``addr + 1``)."""
+
+    def reach(self, decoded: Decoded, user: bool) -> SlotReach:
+        """Where an out-of-line slot for ``decoded`` may go: the relocation constraints it
+        must meet and those its boosted variant needs (one rule for every ISA; a host's
+        allocator searches outward from the code for a place meeting them)."""
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         """Build the out-of-line slot for a ``STEP_OUT_OF_LINE`` instruction placed at

@@ -25,7 +25,8 @@ from typing import Protocol
 
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["Decoded", "SimState", "SlotPlan", "Verdict", "bucket_rows", "compile_pattern"]
+__all__ = ["NO_REACH", "Decoded", "Reach", "SimState", "SlotPlan", "SlotReach", "Verdict",
+           "bucket_rows", "compile_pattern", "jump_back", "reach_window"]
 
 
 def compile_pattern(bits: str) -> tuple[int, int]:
@@ -104,6 +105,67 @@ class SlotPlan:
     """A boosted variant: the slot ends with a jump to ``probe address + resume_delta``
     instead of a breakpoint (``break_offset`` is then where that jump starts), so leaving it
     takes no trap and it never borrows a scratch register."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One reach constraint on the address ``s`` of a slot: the PC-relative field of an
+    instruction placed ``offset`` bytes into the slot must express the distance from
+    ``s + offset`` to ``target``, so ``low <= target - (s + offset) <= high``.
+
+    Addresses are plain integers (no wrap-around): a slot never lies on the other side of
+    the address space from its code.  ``why`` names the field for error messages."""
+
+    target: int
+    offset: int
+    low: int
+    high: int
+    why: str
+
+    def window(self) -> tuple[int, int]:
+        """The slot addresses that meet the constraint: ``[first, last]``, inclusive."""
+        return self.target - self.offset - self.high, self.target - self.offset - self.low
+
+    def holds(self, slot: int) -> bool:
+        """Whether a slot at ``slot`` meets the constraint."""
+        return self.low <= self.target - (slot + self.offset) <= self.high
+
+
+@dataclass(frozen=True)
+class SlotReach:
+    """Where an out-of-line slot for one instruction may go.
+
+    ``required`` are the relocation constraints: a slot that misses one cannot be built
+    (an x86_64 ``[rip + disp32]`` operand rewritten for the slot).  ``boost`` are the
+    constraints of the boosted variant's jump back (and of its own relocated copy): a slot
+    that misses one still works, with two traps per hit.  A host places the slot where all
+    of them hold when it can, and where the required ones hold otherwise."""
+
+    required: tuple[Reach, ...] = ()
+    boost: tuple[Reach, ...] = ()
+
+
+NO_REACH = SlotReach()
+"""A slot that may go anywhere and has no boosted jump to place."""
+
+
+def reach_window(reaches: Sequence[Reach], lo: int = 0,
+                 hi: int = (1 << 64) - 1) -> tuple[int, int] | None:
+    """The slot addresses in ``[lo, hi]`` meeting every constraint, as ``[first, last]``
+    (inclusive), or ``None`` when there is none.  The constraints' windows are intervals, so
+    their intersection is one interval."""
+    for r in reaches:
+        first, last = r.window()
+        lo, hi = max(lo, first), min(hi, last)
+    return (lo, hi) if lo <= hi else None
+
+
+def jump_back(d: Decoded, at: int, low: int, high: int, why: str) -> Reach:
+    """The reach constraint of a direct jump placed ``at`` bytes into the slot, whose
+    displacement (measured from its own address, as fixed-width ISAs do; x86 callers pass
+    ``at`` as the end of the jump) lies in ``[low, high]`` and which lands on the
+    instruction after the probe."""
+    return Reach(d.address + d.length, at, low, high, why)
 
 
 class SimState(Protocol):

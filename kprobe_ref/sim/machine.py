@@ -29,7 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
-from kprobe_ref.errors import InvalidAddress, KprobeError, NoSuchProcess, SimulatedFault
+from kprobe_ref.arch.base import NO_REACH, SlotReach, reach_window
+from kprobe_ref.errors import (
+    KprobeError,
+    NoSuchProcess,
+    OutOfReach,
+    SimulatedFault,
+)
 from kprobe_ref.ftrace import KprobeFtrace, ftrace_regs_call, site_return
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
 from kprobe_ref.kernel.ftrace import FtraceTable, boot_convert
@@ -59,6 +65,8 @@ STACK_SIZE = 0x10_0000
 NESTED_STACKS = 8
 HEAP_BASE = 0x2000_0000
 USER_XOL_BASE = 0x7FFF_0000_0000
+KERNEL_EXEC_HINT = 0x3000_0000
+"""Where kernel executable memory that belongs to no code (trampolines) is sought first."""
 DEFAULT_MAX_STEPS = 50_000_000
 _MASK = (1 << 64) - 1
 
@@ -207,7 +215,8 @@ class Machine:
         reach = (1 << 31) - PAGE  # a call rel32 or auipc/jalr from every site
         lo = max(PAGE, max(self.ftrace.sites) - reach)
         hi = min(1 << 64, min(self.ftrace.sites) + reach)
-        addr = self.kernel.alloc_exec(lo, hi, self.arch.slot_size, "the ftrace trampoline")
+        addr = self._place(self.kernel, min(self.ftrace.sites), (lo, hi), self.arch.slot_size,
+                           NO_REACH, "the ftrace trampoline")
         bp = self.arch.step_breakpoint(False)
         self.kernel.write(addr, bp * (self.arch.slot_size // len(bp)), enforce=False)
         self.host_calls = frozenset({addr})
@@ -561,28 +570,38 @@ class Machine:
         found |= {start for start, _, n in space.functions if n == name}
         return sorted(found)
 
-    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
-        """Executable memory within the ISA's slot reach of ``near``, preferably within its
-        boost reach (so the slot's jump back reaches the code; never required), and never
-        where a CPU still is."""
+    def alloc_kernel_exec_memory(self, near: int, size: int, reach: SlotReach = NO_REACH) -> int:
+        """Executable memory for a slot or trampoline, as near ``near`` as free memory
+        allows, meeting ``reach``: all of its constraints when some place does, else the
+        required ones (the boosted variant is then left out), and never where a CPU still
+        is.  ``near`` 0 means "anywhere" (trampolines)."""
         self._machine_pages(self.kernel)
         chunk = max(size, self.arch.slot_size)
-        addr = self._kernel_exec_near(near, chunk)
+        addr = self._place(self.kernel, near or KERNEL_EXEC_HINT, (0, 1 << 64), chunk, reach,
+                           "the kernel's out-of-line slots and trampolines")
         self.smp.check_unoccupied(addr, chunk)
         return addr
 
-    def _kernel_exec_near(self, near: int, chunk: int) -> int:
-        why = "the kernel's out-of-line slots and trampolines"
-        if near == 0:
-            return self.kernel.alloc_exec(0x3000_0000, 1 << 47, chunk, why)
-        boost = self.arch.boost_reach
-        try:
-            return self.kernel.alloc_exec(max(PAGE, near - boost), min(1 << 64, near + boost),
-                                          chunk, why)
-        except InvalidAddress:
-            reach = self.arch.slot_reach
-            return self.kernel.alloc_exec(max(PAGE, near - reach), min(1 << 64, near + reach),
-                                          chunk, why)
+    def _place(self, space: AddressSpace, near: int, area: tuple[int, int], chunk: int,
+               reach: SlotReach, why: str) -> int:
+        """Allocate a chunk in ``area`` (``[lo, hi)``) that meets every constraint of
+        ``reach`` if possible, else its required ones; refuse with the reason otherwise."""
+        lo, hi = area[0], area[1] - 1
+        for wanted in (reach.required + reach.boost, reach.required):
+            window = reach_window(wanted, lo, hi)
+            if window is not None:
+                got = space.alloc_exec(near, window, chunk, why)
+                if got is not None:
+                    return got
+        window = reach_window(reach.required, lo, hi)
+        needs = "; ".join(f"{r.why} needs {a:#x}..{b:#x}"
+                          for r in reach.required for a, b in [r.window()])
+        if window is None:
+            raise OutOfReach(f"no address in {lo:#x}..{hi:#x} can hold a slot for {near:#x}: "
+                             f"{needs}", "slot-out-of-reach", near)
+        raise OutOfReach(f"no room for executable memory near {near:#x} in "
+                         f"{window[0]:#x}..{window[1]:#x} ({needs or 'no constraint'})",
+                         "no-room-for-slots", near)
 
     def exec_memory_in_use(self, addr: int, size: int, pid: int | None) -> bool:
         """The machine knows where its CPU is: the address space's current PC and the PCs
@@ -599,16 +618,22 @@ class Machine:
         return space.cpu.reg_read(self.arch.cpu_regs[self.arch.regs_class.PC])
 
     def free_kernel_exec_memory(self, addr: int) -> None:
-        if not any(addr in area.used for area in self.kernel.exec_areas):
+        area = self.kernel.area_of(addr)
+        if area is None or addr not in area.used:
             self.kernel.free_exec(addr)  # raises: not allocated
         self.smp.grace.defer(addr, lambda: self.kernel.free_exec(addr))
 
-    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int,
+                               reach: SlotReach = NO_REACH) -> int:
+        """Executable memory in the process's out-of-line area (4 GiB from its
+        ``xol_base``), placed as :meth:`alloc_kernel_exec_memory` places kernel slots but
+        only inside that area."""
         space = self.process(pid).space
         self._machine_pages(space)
         base = space.xol_base
-        return space.alloc_exec(base, base + (1 << 32), max(size, self.arch.slot_size),
-                                f"the out-of-line area of process {pid}")
+        return self._place(space, base, (base, base + (1 << 32)),
+                           max(size, self.arch.slot_size), reach,
+                           f"the out-of-line area of process {pid}")
 
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
         self.process(pid).space.free_exec(addr)

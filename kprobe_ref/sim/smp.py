@@ -290,7 +290,7 @@ class Smp:
         if self.m.manager._ctl.get(cpu.index):
             return False
         pc = cpu.task.pc
-        return not any(a.contains(pc) for a in self.m.kernel.exec_areas)
+        return self.m.kernel.area_of(pc) is None
 
     # -- invariants ----------------------------------------------------------------------------
     def check_unoccupied(self, addr: int, size: int) -> None:

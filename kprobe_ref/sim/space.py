@@ -39,23 +39,39 @@ def page_up(a: int) -> int:
 
 @dataclass
 class ExecArea:
-    """A region of executable memory carved into equal chunks (slots, trampolines)."""
+    """A region of executable memory carved into equal chunks (slots, trampolines).
+
+    Free chunks sit on a stack, lowest address on top, so taking and giving back a chunk
+    costs the same however many are in use."""
 
     base: int
     size: int
     chunk: int
     used: set[int] = field(default_factory=set)
+    free: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.free = list(range(self.base + self.size - self.chunk, self.base - 1, -self.chunk))
 
     def take(self) -> int | None:
         """Return a free chunk's address and mark it used, or ``None`` when full."""
-        for off in range(0, self.size - self.chunk + 1, self.chunk):
-            if self.base + off not in self.used:
-                self.used.add(self.base + off)
-                return self.base + off
-        return None
+        if not self.free:
+            return None
+        got = self.free.pop()
+        self.used.add(got)
+        return got
+
+    def give(self, addr: int) -> None:
+        """Mark the chunk at ``addr`` (which must be in use) free again."""
+        self.used.remove(addr)
+        self.free.append(addr)
 
     def contains(self, addr: int) -> bool:
         return self.base <= addr < self.base + self.size
+
+    def within(self, first: int, last: int) -> bool:
+        """Whether every chunk's address lies in ``[first, last]``."""
+        return first <= self.base and self.base + self.size - self.chunk <= last
 
 
 class AddressSpace:
@@ -67,7 +83,13 @@ class AddressSpace:
         self.perms: dict[int, Perms] = {}
         self.functions: list[tuple[int, int, str]] = []
         self.exec_areas: list[ExecArea] = []
+        self._areas: dict[int, ExecArea] = {}
+        self._area_bases: list[int] = []
+        self._open: dict[int, list[int]] = {}
+        """Chunk size -> sorted bases of the areas that have a free chunk."""
         self.reserved: list[tuple[int, int, str]] = []
+        """Ranges the probe machinery executes, sorted by address."""
+        self._widest = 0
         self.instances: list[RetprobeInstance] = []
         self.abandoned_pc: int | None = None
         """Where an aborted run left the CPU: a PC no task will continue from."""
@@ -164,7 +186,8 @@ class AddressSpace:
 
     # -- executable areas ------------------------------------------------------------------------
     def find_free(self, lo: int, hi: int, size: int) -> int | None:
-        """The lowest page-aligned address in ``[lo, hi)`` with ``size`` bytes free."""
+        """The lowest address in ``[lo, hi)``, aligned to :data:`EXEC_AREA_SIZE` (the
+        first page excepted), with ``size`` bytes free."""
         a = page_up(max(lo, PAGE))
         while a + size <= hi:
             if self.is_free(a, size):
@@ -172,38 +195,109 @@ class AddressSpace:
             a += EXEC_AREA_SIZE
         return None
 
-    def alloc_exec(self, lo: int, hi: int, chunk: int, why: str) -> int:
-        """A chunk of executable memory whose address lies in ``[lo, hi)``."""
-        for area in self.exec_areas:
-            if area.chunk == chunk and lo <= area.base and area.base + area.size <= hi:
-                got = area.take()
-                if got is not None:
-                    return got
-        base = self.find_free(lo, hi, EXEC_AREA_SIZE)
+    def alloc_exec(self, near: int, window: tuple[int, int], chunk: int, why: str) -> int | None:
+        """A chunk of executable memory whose address lies in ``window`` (``[first, last]``,
+        inclusive), as near ``near`` as the areas allow, or ``None`` when no place in the
+        window is free.
+
+        An area with a free chunk is reused when it lies wholly in the window (the nearest
+        such one); otherwise a new area of :data:`EXEC_AREA_SIZE` bytes is mapped at the
+        free, aligned place nearest ``near``, searching outward as Linux's module-area
+        allocator places code near kernel text."""
+        first, last = window
+        got = self._take_open(near, first, last, chunk)
+        if got is not None:
+            return got
+        base = self._free_area_near(near, first, last - (EXEC_AREA_SIZE - chunk))
         if base is None:
-            raise InvalidAddress(f"no room for executable memory in {lo:#x}..{hi:#x}")
+            return None
         self.map(base, EXEC_AREA_SIZE, "rx")
         self.cpu.mem_write(base, b"\0" * EXEC_AREA_SIZE)
         area = ExecArea(base, EXEC_AREA_SIZE, chunk)
         self.exec_areas.append(area)
-        self.reserved.append((base, EXEC_AREA_SIZE, why))
+        bisect.insort(self._area_bases, base)
+        self._areas[base] = area
+        bisect.insort(self._open.setdefault(chunk, []), base)
+        self.reserve(base, EXEC_AREA_SIZE, why)
+        return self._take(area)
+
+    def _take(self, area: ExecArea) -> int:
         got = area.take()
         assert got is not None
+        if not area.free:
+            bases = self._open[area.chunk]
+            del bases[bisect.bisect_left(bases, area.base)]
         return got
 
+    def _take_open(self, near: int, first: int, last: int, chunk: int) -> int | None:
+        """Take a chunk from the open area (one with a free chunk) of this chunk size nearest
+        ``near`` that lies wholly in ``[first, last]``."""
+        bases = self._open.get(chunk, [])
+        right = bisect.bisect_left(bases, near)
+        left = right - 1
+        while left >= 0 or right < len(bases):
+            go_right = left < 0 or (
+                right < len(bases) and bases[right] - near <= near - bases[left])
+            i = right if go_right else left
+            area = self._areas[bases[i]]
+            if area.within(first, last):
+                return self._take(area)
+            if go_right:
+                right = right + 1 if area.base <= last else len(bases)
+            else:
+                left = left - 1 if area.base >= first else -1
+        return None
+
+    def _free_area_near(self, near: int, first: int, last: int) -> int | None:
+        """The free, :data:`EXEC_AREA_SIZE`-aligned base in ``[first, last]`` nearest
+        ``near`` (the first page is never used)."""
+        size = EXEC_AREA_SIZE
+        lo = max(first + (-first % size), size)
+        hi = min(last, (1 << 64) - size)
+        hi -= hi % size
+        if lo > hi:
+            return None
+        mid = min(max(near - near % size, lo), hi)
+        up, down = mid, mid - size
+        while up <= hi or down >= lo:
+            if up <= hi and (down < lo or up - near <= near - down):
+                if self.is_free(up, size):
+                    return up
+                up += size
+            else:
+                if self.is_free(down, size):
+                    return down
+                down -= size
+        return None
+
+    def area_of(self, addr: int) -> ExecArea | None:
+        """The executable area holding ``addr``, if any."""
+        i = bisect.bisect_right(self._area_bases, addr) - 1
+        if i < 0:
+            return None
+        area = self._areas[self._area_bases[i]]
+        return area if area.contains(addr) else None
+
     def free_exec(self, addr: int) -> None:
-        for area in self.exec_areas:
-            if addr in area.used:
-                area.used.discard(addr)
-                return
-        raise InvalidAddress(f"{addr:#x} is not allocated executable memory in {self.where()}")
+        area = self.area_of(addr)
+        if area is None or addr not in area.used:
+            raise InvalidAddress(
+                f"{addr:#x} is not allocated executable memory in {self.where()}")
+        if not area.free:
+            bisect.insort(self._open.setdefault(area.chunk, []), area.base)
+        area.give(addr)
 
     def reserve(self, addr: int, size: int, why: str) -> None:
         """Mark a range the probe machinery itself executes: it must never be probed."""
-        self.reserved.append((addr, size, why))
+        bisect.insort(self.reserved, (addr, size, why))
+        self._widest = max(self._widest, size)
 
     def forbidden(self, addr: int) -> str | None:
-        for base, size, why in self.reserved:
+        """Why ``addr`` must not be probed (it lies in a reserved range), or ``None``."""
+        i = bisect.bisect_right(self.reserved, (addr, 1 << 64, ""))
+        while i > 0 and self.reserved[i - 1][0] > addr - self._widest:
+            base, size, why = self.reserved[i - 1]
             if base <= addr < base + size:
                 return why
+            i -= 1
         return None

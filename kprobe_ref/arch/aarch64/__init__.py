@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from kprobe_ref.arch.aarch64 import decode as _decode
 from kprobe_ref.arch.aarch64 import encoding, regs, rethook, simulate, slot
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, SlotReach
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
@@ -29,7 +29,6 @@ class AARCH64:
     insn_align = 4
     max_insn_len = 4
     slot_size = 16
-    slot_reach = 1 << 46
     boost_offset = slot.BOOST_OFFSET
     boost_reach = slot.BOOST_REACH
     variable_length = False
@@ -54,6 +53,9 @@ class AARCH64:
 
     def trap_pc(self, addr: int) -> int:
         return addr
+
+    def reach(self, decoded: Decoded, user: bool) -> SlotReach:
+        return slot.reach(decoded, user)
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         return slot.build_slot(decoded, slot_addr, user)

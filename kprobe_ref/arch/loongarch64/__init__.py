@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, SlotReach
 from kprobe_ref.arch.loongarch64 import decode as _decode
 from kprobe_ref.arch.loongarch64 import encoding, regs, rethook, simulate, slot
 from kprobe_ref.bits import BV
@@ -30,7 +30,6 @@ class LoongArch64:
     insn_align = 4
     max_insn_len = 4
     slot_size = slot.SLOT_SIZE
-    slot_reach = 1 << 63
     boost_offset = slot.BOOST_OFFSET
     boost_reach = slot.BOOST_REACH
     variable_length = False
@@ -55,6 +54,9 @@ class LoongArch64:
 
     def trap_pc(self, addr: int) -> int:
         return addr
+
+    def reach(self, decoded: Decoded, user: bool) -> SlotReach:
+        return slot.reach(decoded, user)
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         return slot.build_slot(decoded, slot_addr, user)

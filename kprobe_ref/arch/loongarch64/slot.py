@@ -16,12 +16,21 @@ slot lies within :data:`BOOST_REACH` of the code; otherwise the probe takes two 
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict, copy_and_jump
+from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
 from kprobe_ref.arch.loongarch64.encoding import BREAK_KPROBE_STEP, BREAK_UPROBE_STEP
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
-           "jump_reaches", "jump_word", "step_break"]
+__all__ = [
+    "BOOST_OFFSET",
+    "BOOST_REACH",
+    "SLOT_SIZE",
+    "build_boosted_slot",
+    "build_slot",
+    "jump_reaches",
+    "jump_word",
+    "reach",
+    "step_break",
+]
 
 BOOST_OFFSET = 8
 """The boosted variant's place in a slot: after the two-trap variant's 8 bytes."""
@@ -65,3 +74,10 @@ def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | Non
     """The boosted variant ``[insn, b next]`` placed at ``slot_addr``, or ``None`` when
     ``b`` cannot reach the next instruction from there."""
     return copy_and_jump(d, slot_addr, jump_reaches, jump_word)
+
+
+def reach(d: Decoded, user: bool) -> SlotReach:
+    """Where a slot for ``d`` may go: anywhere (nothing in it is relocated), and for the
+    boosted variant within reach of its jump back."""
+    back = jump_back(d, BOOST_OFFSET + 4, -(1 << 27), (1 << 27) - 4, "b back, +-128 MiB")
+    return SlotReach((), (back,))

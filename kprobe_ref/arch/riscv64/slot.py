@@ -17,12 +17,20 @@ host places kernel slots there when it can); otherwise the probe takes two traps
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict, copy_and_jump
+from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
 from kprobe_ref.arch.riscv64.encoding import EBREAK
 from kprobe_ref.bits import BV, Cond
 
-__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
-           "jump_reaches", "jump_word"]
+__all__ = [
+    "BOOST_OFFSET",
+    "BOOST_REACH",
+    "SLOT_SIZE",
+    "build_boosted_slot",
+    "build_slot",
+    "jump_reaches",
+    "jump_word",
+    "reach",
+]
 
 SLOT_SIZE = 16
 """Bytes one slot takes: the two-trap variant (at most 4 of instruction and 4 of
@@ -65,3 +73,10 @@ def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | Non
     """The boosted variant ``[insn, jal x0, next]`` placed at ``slot_addr``, or ``None`` when
     ``jal`` cannot reach the next instruction from there."""
     return copy_and_jump(d, slot_addr, jump_reaches, jump_word)
+
+
+def reach(d: Decoded, user: bool) -> SlotReach:
+    """Where a slot for ``d`` may go: anywhere (nothing in it is relocated), and for the
+    boosted variant within reach of its jump back."""
+    back = jump_back(d, BOOST_OFFSET + d.length, -(1 << 20), (1 << 20) - 2, "jal x0 back, +-1 MiB")
+    return SlotReach((), (back,))

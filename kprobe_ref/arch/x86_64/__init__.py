@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kprobe_ref.arch.base import Decoded, SimState, SlotPlan
+from kprobe_ref.arch.base import Decoded, SimState, SlotPlan, SlotReach
 from kprobe_ref.arch.x86_64 import decode as _decode
 from kprobe_ref.arch.x86_64 import encoding, regs, rethook, simulate, slot
 from kprobe_ref.bits import BV
@@ -26,7 +26,6 @@ class X86_64:
     insn_align = 1
     max_insn_len = 15
     slot_size = 64
-    slot_reach = (1 << 31) - (1 << 20)
     boost_offset = slot.BOOST_OFFSET
     boost_reach = slot.BOOST_REACH
     variable_length = True
@@ -51,6 +50,9 @@ class X86_64:
 
     def trap_pc(self, addr: int) -> int:
         return (addr + 1) & ((1 << 64) - 1)
+
+    def reach(self, decoded: Decoded, user: bool) -> SlotReach:
+        return slot.reach(decoded, user)
 
     def build_slot(self, decoded: Decoded, slot_addr: int, user: bool) -> SlotPlan:
         return slot.build_slot(decoded, slot_addr, user)

@@ -32,7 +32,7 @@ The instruction must also pass :func:`boost_refusal`, this project's ``can_boost
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.base import Decoded, SlotPlan, Verdict
+from kprobe_ref.arch.base import Decoded, Reach, SlotPlan, SlotReach, Verdict, jump_back
 from kprobe_ref.arch.x86_64.encoding import (
     INT3,
     LEGACY_PREFIXES,
@@ -48,7 +48,7 @@ from kprobe_ref.errors import OutOfReach
 
 __all__ = ["BOOST_OFFSET", "BOOST_REACH", "TWO_BYTE_BOOSTABLE", "boost_refusal",
            "build_boosted_slot", "build_slot", "jump_abs", "jump_reaches", "jump_rel32_field",
-           "rewrite_displacement", "rewrite_to_scratch"]
+           "reach", "rewrite_displacement", "rewrite_to_scratch"]
 
 BOOST_OFFSET = 16
 """The boosted variant's place in a 64-byte slot: after the two-trap variant (at most 15
@@ -247,3 +247,30 @@ def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | Non
     else:
         return None
     return SlotPlan(code + jump, d.length, d.length, plan.rule + "+jump", boosted=True)
+
+
+_REL32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def _rip_reach(d: Decoded, at: int) -> Reach:
+    """The constraint of the ``[rip + disp32]`` operand of ``d`` copied ``at`` bytes into the
+    slot: its rewritten displacement (:func:`new_displacement`) fits 32 bits."""
+    off = d.fields["disp_offset"]
+    disp = to_signed(int.from_bytes(d.raw[off : off + 4], "little"), 32)
+    return Reach(d.address + d.length + disp, at + d.length, *_REL32,
+                 "the rip-relative operand's disp32, +-2 GiB")
+
+
+def reach(d: Decoded, user: bool) -> SlotReach:
+    """Where a slot for ``d`` may go.  A kernel slot must keep a ``[rip + disp32]`` operand
+    within 32 bits of its target (Linux's slots come from the module area, within 2 GiB of
+    kernel text); a process slot borrows a scratch register instead and may go anywhere.
+    The boosted variant needs its relocated copy in reach too, and in the kernel its
+    ``jmp rel32`` back (a process variant jumps back through ``jmp [rip+0]``)."""
+    rip = "disp_offset" in d.fields
+    required: tuple[Reach, ...] = (_rip_reach(d, 0),) if rip and not user else ()
+    boost: tuple[Reach, ...] = (_rip_reach(d, BOOST_OFFSET),) if rip else ()
+    if not user:
+        boost += (jump_back(d, BOOST_OFFSET + d.length + JMP_REL32_LEN, *_REL32,
+                            "jmp rel32 back, +-2 GiB"),)
+    return SlotReach(required, boost)

@@ -13,6 +13,7 @@ import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from kprobe_ref.arch.base import NO_REACH, SlotReach
 from kprobe_ref.errors import InvalidAddress
 from kprobe_ref.kernel.blacklist import Blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
@@ -67,13 +68,14 @@ class ImageHost:
             i -= 1
         return None
 
-    def alloc_kernel_exec_memory(self, near: int, size: int) -> int:
+    def alloc_kernel_exec_memory(self, near: int, size: int, reach: SlotReach = NO_REACH) -> int:
         raise InvalidAddress("the image host has no executable memory to give")
 
     def free_kernel_exec_memory(self, addr: int) -> None:
         raise InvalidAddress("the image host has no executable memory")
 
-    def alloc_user_exec_memory(self, pid: int, near: int, size: int) -> int:
+    def alloc_user_exec_memory(self, pid: int, near: int, size: int,
+                               reach: SlotReach = NO_REACH) -> int:
         raise InvalidAddress("the image host has no processes")
 
     def free_user_exec_memory(self, pid: int, addr: int) -> None:
