@@ -58,6 +58,8 @@ from kprobe_ref.tools.kernel_audit.whole import KernelFunction, kernel_functions
 
 OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump",
            "riscv64": "riscv64-linux-gnu-objdump"}
+OBJCOPY = {isa: tool.replace("objdump", "objcopy") for isa, tool in OBJDUMP.items()}
+"""The ISA's ``objcopy``: the host's cannot rewrite an arm64 or riscv64 ELF file."""
 PACKAGES = {
     "x86_64": "linux-image-6.1.0-57-cloud-amd64-dbg",
     "aarch64": "linux-image-6.1.0-57-cloud-arm64-dbg:arm64",
@@ -83,7 +85,7 @@ def fetch(kernels: Path) -> None:
                        check=True)
         tar.wait()
         vmlinux = next(p for p in x.rglob("vmlinux*") if p.is_file())
-        subprocess.run(["objcopy", "--strip-debug", str(vmlinux), str(out)], check=True)
+        subprocess.run([OBJCOPY[isa], "--strip-debug", str(vmlinux), str(out)], check=True)
         print(f"{out} from {deb.name}")
 
 

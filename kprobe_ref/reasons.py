@@ -64,8 +64,16 @@ REASONS: dict[str, str] = {
         "the trap frame."
     ),
     "rip-relative-out-of-reach": (
-        "The RIP-relative operand cannot reach its target from any kernel slot: the new "
+        "The RIP-relative operand cannot reach its target from the slot it was given: the new "
         "displacement does not fit in a signed 32-bit field."
+    ),
+    "slot-out-of-reach": (
+        "No address can hold the out-of-line slot: a relocation constraint of the ISA's reach "
+        "rule holds nowhere in the memory the slot may come from, or the host placed the slot "
+        "where one fails."
+    ),
+    "no-room-for-slots": (
+        "Every place where the slot's relocation constraints hold is already mapped."
     ),
     "undecodable": "The bytes do not decode as a valid instruction.",
     "control-flow-unclassified": (

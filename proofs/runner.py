@@ -25,6 +25,7 @@ from kprobe_ref.models import MODULES
 from kprobe_ref.proofs.boost import boost_obligations
 from kprobe_ref.proofs.core import Obligation, Result
 from kprobe_ref.proofs.decode import decode_obligations
+from kprobe_ref.proofs.reach import reach_obligations
 from kprobe_ref.proofs.relocate import relocate_obligations
 from kprobe_ref.proofs.rethook import obligations as rethook_obligations
 from kprobe_ref.proofs.simulate import simulate_obligations
@@ -49,6 +50,7 @@ def all_obligations(arch: str | None = None) -> list[Obligation]:
             out += relocate_obligations(isa)
             out += slot_obligations(isa)
             out += boost_obligations(isa)
+            out += reach_obligations(isa)
         if isa in ARCHES:
             out += rethook_obligations([isa])
     return out

@@ -357,15 +357,16 @@ class Machine:
             stop = space.cpu.run(pc, stop_at | calls if calls else stop_at, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
-            if stop.kind is StopKind.STOP_AT:
+            kind = stop.kind
+            if kind is StopKind.BREAK:
+                pc = self._deliver_break(space, stop)
+            elif kind is StopKind.STOP_AT:
                 if stop.pc in calls and stop.pc not in stop_at:
                     pc = self._host_call(space)
                     continue
                 return stop.pc
-            if stop.kind is StopKind.STEP_LIMIT:
+            elif kind is StopKind.STEP_LIMIT:
                 raise StepLimitExceeded(stop.pc, max_steps)
-            if stop.kind is StopKind.BREAK:
-                pc = self._deliver_break(space, stop)
             else:
                 self._deliver_fault(space, stop)
 

@@ -119,6 +119,13 @@ class UnicornCpu:
         self._steps = 0
         self._fault_addr: int | None = None
         self._batches: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._uch = self.uc._uch
+        self._word = ctypes.c_uint64()
+        self._word_ref = ctypes.byref(self._word)
+        self._wide = frozenset(n for n in regs if n.startswith(("xmm", "q")))
+        """Registers wider than 64 bits, read and written through unicorn's own wrapper."""
+        self._code_pages: set[int] = set()
+        """Pages ever mapped executable: a host write there discards cached translations."""
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
@@ -131,26 +138,50 @@ class UnicornCpu:
     # -- memory ------------------------------------------------------------------------------
     def map(self, addr: int, size: int, perms: Perms) -> None:
         self.uc.mem_map(addr, size, _prot(perms))
+        self._note_code(addr, size, perms)
 
     def protect(self, addr: int, size: int, perms: Perms) -> None:
         self.uc.mem_protect(addr, size, _prot(perms))
+        self._note_code(addr, size, perms)
+
+    def _note_code(self, addr: int, size: int, perms: Perms) -> None:
+        if "x" in perms:
+            self._code_pages.update(range(addr & ~(_PAGE - 1), addr + size, _PAGE))
 
     def mem_read(self, addr: int, n: int) -> bytes:
         return bytes(self.uc.mem_read(addr, n))
 
     def mem_write(self, addr: int, data: bytes) -> None:
+        """Write memory; translations cached for the range are discarded when it lies on a
+        page that was ever executable (data writes, such as a call's return address on the
+        stack, need not pay for it)."""
         self.uc.mem_write(addr, data)
-        self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
+        first, last = addr & ~(_PAGE - 1), (addr + max(len(data), 1) - 1) & ~(_PAGE - 1)
+        if first in self._code_pages or last in self._code_pages or (
+                last - first > _PAGE and any(p in self._code_pages
+                                             for p in range(first, last, _PAGE))):
+            self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
 
     # -- registers -----------------------------------------------------------------------------
     def reg_read(self, name: str) -> int:
-        value = self.uc.reg_read(self._regs[name])
-        assert isinstance(value, int)
-        return value
+        if name in self._wide:
+            value = self.uc.reg_read(self._regs[name])
+            assert isinstance(value, int)
+            return value
+        self._word.value = 0  # a 32-bit register (mxcsr) fills only the low half
+        status = uclib.uc_reg_read(self._uch, self._regs[name], self._word_ref)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return self._word.value
 
     def reg_write(self, name: str, value: int) -> None:
-        bits = 128 if name.startswith(("xmm", "q")) else 64
-        self.uc.reg_write(self._regs[name], value & ((1 << bits) - 1))
+        if name in self._wide:
+            self.uc.reg_write(self._regs[name], value & ((1 << 128) - 1))
+            return
+        self._word.value = value & _NEVER
+        status = uclib.uc_reg_write(self._uch, self._regs[name], self._word_ref)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
 
     def reg_read_many(self, names: Sequence[str]) -> list[int]:
         ids, vals, ptrs = self._batch(tuple(names))

@@ -239,8 +239,7 @@ def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | Non
     code, at = plan.code[: d.length], slot_addr + d.length
     target = (d.address + d.length) & bits.mask(64)
     if jump_reaches(at, target):
-        field = jump_rel32_field(at, target)
-        assert isinstance(field, int)
+        field = bits.concrete(jump_rel32_field(at, target), "a rel32 field")
         jump = b"\xe9" + field.to_bytes(4, "little")
     elif user:
         jump = jump_abs(target)

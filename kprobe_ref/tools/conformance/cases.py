@@ -348,10 +348,8 @@ def _x86_rip() -> Iterator[Candidate]:
         yield Candidate(isa, "rip_relative", f"{case}-user-scratch", op + _le(0x1000, 4) + imm,
                         user=True)
     op = bytes.fromhex(_X86_RIP["mov-load"])
-    yield Candidate(isa, "rip_relative", "reach-beyond", op + bytes(4), disp_at_slot=1 << 31,
-                    reason="rip-relative-out-of-reach")
-    yield Candidate(isa, "rip_relative", "disp-max-beyond", op + _le((1 << 31) - 1, 4),
-                    reason="rip-relative-out-of-reach")
+    for disp in ((1 << 31) - 1, -(1 << 31)):  # the slot goes where the target is in reach
+        yield Candidate(isa, "rip_relative", f"disp-extreme{disp:#x}", op + _le(disp, 4))
 
 
 # ---------------------------------------------------------------------------------------

@@ -52,7 +52,6 @@ def table_reasons(isa: str) -> set[str]:
     module = __import__(f"kprobe_ref.arch.{isa}.decode", fromlist=["doc_rows"])
     reasons = {str(row[3]) for row in module.doc_rows() if row[2] == "reject"}
     if isa == "x86_64":
-        reasons.add("rip-relative-out-of-reach")
         # The safety net under the table: no instruction reaches it while the table lists
         # every control transfer capstone knows (tests/test_x86_prefixes.py shows it firing).
         reasons.discard("control-flow-unclassified")
