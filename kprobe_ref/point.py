@@ -41,6 +41,9 @@ class ProbePoint:
     busy: int = 0
     """CPUs handling this point: from its breakpoint trap until its handlers and its step
     are done.  A retired point's slot is freed when this drops to zero."""
+    ftrace: bool = False
+    """A kprobe on an ftrace site (:mod:`kprobe_ref.ftrace`): ``breakpoint`` is the call to
+    the ftrace trampoline, ``original`` the whole NOP area, and there is no slot."""
 
     @property
     def step_break_addr(self) -> int | None:
@@ -66,9 +69,10 @@ class ProbePoint:
         return self.boost_addr <= pc < self.boost_addr + len(self.boost_plan.code)
 
 
-MAX_BREAKPOINT = 4
-"""The longest breakpoint of any ISA, in bytes (a point at ``a`` covers less than
-``a + MAX_BREAKPOINT``)."""
+MAX_BREAKPOINT = 8
+"""The longest bytes a point writes, in bytes (a point at ``a`` covers less than
+``a + MAX_BREAKPOINT``): a breakpoint is at most 4, the call of a kprobe on an ftrace site
+(:mod:`kprobe_ref.ftrace`) 5 on x86_64 and 8 on riscv64."""
 
 
 class ProbePointList(dict[int, ProbePoint]):

@@ -252,6 +252,8 @@ class Smp:
         the next PC."""
         m = self.m
         space = m.kernel
+        if task.pc in m.host_calls:
+            return m._host_call(space)
         with self.patching.fetch(cpu, task.pc):
             stop = space.cpu.run(task.pc, frozenset({m.return_stop}), 1)
         if stop.kind in (StopKind.STOP_AT, StopKind.STEP_LIMIT):
