@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from kprobe_ref import bits
 from kprobe_ref.errors import InvalidAddress, InvalidProbeDefinition, NotRegistered
+from kprobe_ref.kernel.ftrace import adjust_kprobe_addr
 from kprobe_ref.manager import (
     CtlBlock,
     ProbeManager,
@@ -283,7 +284,7 @@ def _validate(m: ProbeManager, builder: KretprobeBuilder) -> tuple[int, int]:
         raise InvalidAddress(
             f"{addr:#x} is not a function entry (it lies in the function at {func[0]:#x})"
         )
-    return addr, n
+    return adjust_kprobe_addr(m, addr), n
 
 
 def register_kretprobe(

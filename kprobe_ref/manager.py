@@ -61,12 +61,14 @@ from kprobe_ref.errors import (
     UnsupportedInstruction,
 )
 from kprobe_ref.host import KprobeAuxiliaryOps
+from kprobe_ref.kernel.ftrace import adjust_kprobe_addr
 from kprobe_ref.point import Optimized, ProbePoint, ProbePointList
 from kprobe_ref.probe import EventCallback, Handler, Kprobe, ProbeBuilder
 from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.state import ConcreteState
 
 if TYPE_CHECKING:
+    from kprobe_ref.ftrace import KprobeFtrace
     from kprobe_ref.kretprobe import RethookTable
 
 __all__ = [
@@ -149,6 +151,8 @@ class EventKind(enum.StrEnum):
     """A hooked call found no free instance (``maxactive``)."""
     RETURN_DROPPED = "return-dropped"
     """An instance was given back without its handler running (an unwound frame)."""
+    FTRACE = "ftrace"
+    """A hit on an ftrace site passed its NOP: post-handlers follow, no trap."""
     OPTIMIZED = "optimized"
     """A point's breakpoint was replaced by a jump to its detour (``docs/optprobes.md``;
     ``detail``: region size and detour address)."""
@@ -203,6 +207,8 @@ class ProbeManager:
         self.tracers: list[Tracer] = []
         self._ctl: dict[int, list[CtlBlock]] = {}
         self.rethooks: RethookTable | None = None
+        self.ftrace: KprobeFtrace | None = None
+        """The loaded kernel's ftrace sites, when kprobes there go through ftrace."""
         self.strict = False
         """Strict mode: a handler's exception is re-raised (after the frame is restored,
         the fault handler told and the CPU's probe state cleaned up) instead of being
@@ -362,7 +368,8 @@ def _new_point(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint
             f"cannot probe {d.text!r} at {addr:#x}: {d.klass} ({d.reason})", d.reason, addr
         )
     _check_sequence(m, points, addr, d.length)
-    return ProbePoint(addr, m.pid, d.raw, d, m.arch.breakpoint(d, m.user))
+    point = ProbePoint(addr, m.pid, d.raw, d, m.arch.breakpoint(d, m.user))
+    return point if m.ftrace is None else m.ftrace.adopt(m, point)
 
 
 def check_probe(m: ProbeManager, points: ProbePointList, addr: int) -> ProbePoint:
@@ -516,7 +523,7 @@ def _attach(m: ProbeManager, points: ProbePointList, addr: int, probe: Kprobe) -
     created = point is None
     if point is None:
         point = _new_point(m, points, addr)
-        if point.decoded.verdict is Verdict.STEP_OUT_OF_LINE:
+        if point.decoded.verdict is Verdict.STEP_OUT_OF_LINE and not point.ftrace:
             _install_slot(m, point)
         points[addr] = point
         m.break_list[addr] = point
@@ -599,7 +606,7 @@ def register_kprobe(m: ProbeManager, points: ProbePointList, builder: ProbeBuild
         raise InvalidProbeDefinition(f"expected a ProbeBuilder, got {type(builder).__name__}")
     _check_mode(m, builder)
     probe = Kprobe(
-        address=probe_address(m, builder),
+        address=adjust_kprobe_addr(m, probe_address(m, builder)),
         pre_handler=builder.pre_handler,
         post_handler=builder.post_handler,
         fault_handler=builder.fault_handler,

@@ -106,6 +106,8 @@ def _state_refusal(m: ProbeManager, point: ProbePoint) -> str | None:
         return "uprobe"
     if point.retired or not point.armed or not point.wants_breakpoint():
         return "not-armed"
+    if point.ftrace:
+        return "ftrace-site"
     if point.decoded.verdict is not Verdict.STEP_OUT_OF_LINE:
         return "region-not-boostable"
     if any(_engine.second_trap_users(p) for p in point.probes):

@@ -57,6 +57,9 @@ class ProbePoint:
     busy: int = 0
     """CPUs handling this point: from its breakpoint trap until its handlers and its step
     are done.  A retired point's slot is freed when this drops to zero."""
+    ftrace: bool = False
+    """A kprobe on an ftrace site (:mod:`kprobe_ref.ftrace`): ``breakpoint`` is the call to
+    the ftrace trampoline, ``original`` the whole NOP area, and there is no slot."""
 
     @property
     def step_break_addr(self) -> int | None:
@@ -107,10 +110,11 @@ def overlay_original(points: Iterable[ProbePoint], addr: int, data: bytes) -> by
     return bytes(out)
 
 
-MAX_WRITTEN = 8
-"""The most bytes any point writes over the code, in bytes: the longest breakpoint (4) or
-optimized jump (riscv64 ``auipc``+``jalr``, 8); a point at ``a`` covers less than
-``a + MAX_WRITTEN``."""
+MAX_BREAKPOINT = 8
+"""The longest bytes a point writes, in bytes (a point at ``a`` covers less than
+``a + MAX_BREAKPOINT``): a breakpoint is at most 4, the call of a kprobe on an ftrace site
+(:mod:`kprobe_ref.ftrace`) 5 on x86_64 and 8 on riscv64, an optimized jump
+(``docs/optprobes.md``) 5 on x86_64 and 8 on riscv64."""
 
 
 class ProbePointList(dict[int, ProbePoint]):
@@ -155,5 +159,5 @@ class ProbePointList(dict[int, ProbePoint]):
         """Return ``data`` (memory read at ``addr``) with every armed breakpoint and
         optimized jump replaced by the original bytes it covers: what the code looked like
         before any probe."""
-        near = self.between(addr - MAX_WRITTEN + 1, addr + len(data))
+        near = self.between(addr - MAX_BREAKPOINT + 1, addr + len(data))
         return overlay_original(near, addr, data) if near else data

@@ -270,6 +270,12 @@ class Kprobe:
     on_toggle: Callable[[Kprobe], None] | None = field(default=None, repr=False)
     callbacks: EventCallbacks = field(default_factory=EventCallbacks, repr=False)
 
+    @property
+    def ftrace(self) -> bool:
+        """Whether the probe goes through ftrace (its address is an ftrace site of a kernel
+        with kprobes on ftrace: no breakpoint, no trap, see :mod:`kprobe_ref.ftrace`)."""
+        return self.point is not None and self.point.ftrace
+
     def register_event_callback(self, callback_id: int, callback: EventCallback) -> None:
         """Run ``callback(regs)`` at every hit whose step completes (the seed's event
         callbacks); an id already in use has its callback replaced."""

@@ -71,7 +71,7 @@ def test_an_optimized_probe_takes_no_trap_and_the_handler_sees_the_breakpoint_fr
     assert m.read(CODE, 1) == b"\xe9"
     assert m.points.overlay_original(CODE, m.read(CODE, len(LOOP_OK))) == LOOP_OK
     assert traps(m, lambda: m.call(CODE, 4), 5) == 0
-    assert seen == [(CODE + 1, 4), (CODE + 1, 4)] and h.nhit == 2 and m.host_calls == 1
+    assert seen == [(CODE + 1, 4), (CODE + 1, 4)] and h.nhit == 2 and m.optimized_hits == 1
     unregister_kprobe(m.manager, m.points, h)
     assert m.read(CODE, len(LOOP_OK)) == LOOP_OK
     assert not m.manager.opt_entries and not m.manager.opt_garbage

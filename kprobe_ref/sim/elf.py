@@ -82,6 +82,9 @@ class Image:
     skipped_relocations: int = 0
     """How many ``.rela.dyn`` entries of other types were left unapplied, as Linux's
     early relocation code leaves them."""
+    ftrace_sites: list[int] = field(default_factory=list)
+    """The ftrace record addresses of a kernel image, sorted, once the machine has applied
+    the boot conversion (:mod:`kprobe_ref.kernel.ftrace`); empty otherwise."""
 
     def functions_named(self, name: str) -> list[int]:
         """The addresses of every function called ``name`` (several for static ones)."""

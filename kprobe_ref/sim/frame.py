@@ -20,7 +20,7 @@ from typing import Any
 
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["FrameLayout", "lazy_class", "trap_frame", "write_back"]
+__all__ = ["FrameLayout", "is_read", "lazy_class", "trap_frame", "write_back"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -184,3 +184,9 @@ def write_back(layout: FrameLayout, frame: PtRegs,
                if v != before[i] and i != skip]
     if changed:
         write(changed)
+
+
+def is_read(frame: PtRegs) -> bool:
+    """Whether a frame's registers other than the PC have been read (always, for a frame
+    that is not lazy): until then nothing but the PC can have changed."""
+    return frame.__dict__.get("_loaded", True) is not None

@@ -37,9 +37,11 @@ from kprobe_ref.errors import (
     OutOfReach,
     SimulatedFault,
 )
+from kprobe_ref.ftrace import KprobeFtrace, ftrace_regs_call, site_return
 from kprobe_ref.kernel.blacklist import Blacklist, kernel_blacklist
 from kprobe_ref.kernel.elfscan import KernelElf
 from kprobe_ref.kernel.extable import ExceptionTable, exception_table
+from kprobe_ref.kernel.ftrace import FtraceTable, boot_convert
 from kprobe_ref.kretprobe import RetprobeInstance, reclaim_instances
 from kprobe_ref.manager import (
     ProbeManager,
@@ -55,7 +57,7 @@ from kprobe_ref.ptregs import PtRegs
 from kprobe_ref.sim.cpu import Cpu, Stop, StopKind
 from kprobe_ref.sim.elf import Image, load_image, read_image
 from kprobe_ref.sim.errors import GuestFault, StepLimitExceeded
-from kprobe_ref.sim.frame import FrameLayout, trap_frame, write_back
+from kprobe_ref.sim.frame import FrameLayout, is_read, trap_frame, write_back
 from kprobe_ref.sim.smp import Smp
 from kprobe_ref.sim.space import PAGE, AddressSpace, page_up
 
@@ -132,7 +134,7 @@ class Machine:
         self.points = ProbePointList()
         self.processes: dict[int, Process] = {}
         self.trap_count = 0
-        self.host_calls = 0
+        self.optimized_hits = 0
         """Optimized probe hits delivered at detour host-call sites (no trap)."""
         self.instructions = 0
         """Instructions the CPUs have executed, in every address space (a clock: tracing
@@ -146,6 +148,14 @@ class Machine:
         """(address space, PC) of every context a nested call has set aside."""
         self.images: list[Image] = []
         self.smp = Smp(self, cpus)
+        self.ftrace: FtraceTable | None = None
+        """The loaded kernel's ftrace sites after the boot conversion (``None``: no kernel
+        image with an ``__mcount_loc`` table loaded)."""
+        self.ftrace_calls = 0
+        """Calls of the ftrace trampoline (kprobes on ftrace sites): never traps."""
+        self.host_calls: frozenset[int] = frozenset()
+        """Addresses the machine intercepts as calls into the host (the ftrace
+        trampoline): a run stops there and the host does the trampoline's work."""
 
     # -- set-up ------------------------------------------------------------------------------
     def _new_space(self, pid: int | None) -> AddressSpace:
@@ -197,8 +207,63 @@ class Machine:
         self.images.append(image)
         if "_stext" in image.symbols and "_etext" in image.symbols:
             self.kprobe_blacklist = kernel_blacklist(path)
+            self._ftrace_init(image)
         self.exception_table.extend(image_exception_table(path))
         return image
+
+    def _ftrace_init(self, image: Image) -> None:
+        """Apply ftrace's boot conversion to a kernel image (:mod:`kprobe_ref.kernel.ftrace`)
+        and, where the kernel has kprobes on ftrace, let the engine use its sites."""
+        table = boot_convert(self.isa, image.symbols, self.read, self.write)
+        if table is None:
+            return
+        self.ftrace = table
+        image.ftrace_sites = table.addresses
+        if table.abi.kprobes_on_ftrace and table.sites:
+            self._ftrace_trampoline()  # part of the kernel, as ftrace_regs_caller is
+            self.manager.ftrace = KprobeFtrace(table, self._ftrace_trampoline)
+
+    def _ftrace_trampoline(self) -> int:
+        """The ftrace trampoline the sites call, placed near the text when the kernel is
+        loaded (so asking whether a site can be probed changes nothing): breakpoints the
+        CPU never executes, since a run stops at its address and the host does the
+        trampoline's work (:meth:`_host_call`)."""
+        if self.host_calls:
+            return min(self.host_calls)
+        assert self.ftrace is not None
+        self._machine_pages(self.kernel)
+        reach = (1 << 31) - PAGE  # a call rel32 or auipc/jalr from every site
+        lo = max(PAGE, max(self.ftrace.sites) - reach)
+        hi = min(1 << 64, min(self.ftrace.sites) + reach)
+        addr = self._place(self.kernel, min(self.ftrace.sites), (lo, hi), self.arch.slot_size,
+                           NO_REACH, "the ftrace trampoline")
+        bp = self.arch.step_breakpoint(False)
+        self.kernel.write(addr, bp * (self.arch.slot_size // len(bp)), enforce=False)
+        self.host_calls = frozenset({addr})
+        return addr
+
+    def _host_call(self, space: AddressSpace) -> int:
+        """The CPU has reached the ftrace trampoline: run it on the CPU's registers and
+        return where the CPU continues.  No trap is counted: this is a call."""
+        cpu, layout, manager = space.cpu, self._layout, self._manager(space)
+        assert manager.ftrace is not None
+        sp_name = self.arch.cpu_regs[self.arch.regs_class.SP]
+        link = manager.ftrace.abi.link
+        sp = cpu.reg_read(sp_name)
+        ret, site_sp = site_return(manager, sp, cpu.reg_read(self.arch.cpu_regs[link])
+                                   if link is not None else 0)
+        if site_sp != sp:
+            cpu.reg_write(sp_name, site_sp)
+        regs = trap_frame(layout, ret, lambda: cpu.reg_read_many(layout.cpu_names))
+        self.ftrace_calls += 1
+        try:
+            ftrace_regs_call(manager, regs)
+        except SimulatedFault as exc:
+            raise GuestFault(exc.address, exc.detail, exc.fault_addr) from None
+        if is_read(regs):
+            regs.sp = site_sp  # the trampoline never restores a handler's stack pointer
+        write_back(layout, regs, cpu.reg_write_many)
+        return regs.pc
 
     def add_symbol(self, name: str, addr: int, size: int) -> None:
         """Describe hand-mapped kernel code as a function."""
@@ -309,8 +374,10 @@ class Machine:
         steps = 0
         manager = self._manager(space)
         while True:
+            calls = self.host_calls if space is self.kernel else frozenset()
             entries = manager.opt_entries
-            stops = stop_at.union(entries) if entries else stop_at
+            stops = stop_at | calls if calls else stop_at
+            stops = stops.union(entries) if entries else stops
             stop = space.cpu.run(pc, stops, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
@@ -320,7 +387,10 @@ class Machine:
             elif kind is StopKind.STOP_AT:
                 if stop.pc in stop_at:
                     return stop.pc
-                pc = self._deliver_host_call(space, stop.pc)
+                if stop.pc in calls:
+                    pc = self._host_call(space)
+                else:
+                    pc = self._deliver_host_call(space, stop.pc)
             elif kind is StopKind.STEP_LIMIT:
                 raise StepLimitExceeded(stop.pc, max_steps)
             else:
@@ -370,7 +440,7 @@ class Machine:
         if loader is None:
             loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
         regs = trap_frame(layout, pc, loader)
-        self.host_calls += 1
+        self.optimized_hits += 1
         if not optimized_callback(self._manager(space), regs):
             raise GuestFault(pc, "host-call site with no optimized probe")
         write_back(layout, regs, cpu.reg_write_many)
@@ -509,7 +579,30 @@ class Machine:
         return self._space(pid).has(addr, size, "x")
 
     def probe_forbidden(self, addr: int, pid: int | None) -> str | None:
-        return self._space(pid).forbidden(addr)
+        table = self.ftrace if pid is None else None
+        if table is not None and not table.abi.kprobes_on_ftrace and addr in table.sites:
+            return ("it is an ftrace site and this kernel has no kprobes on ftrace "
+                    "(Linux's check_ftrace_location refuses it)")
+        clash = self._ftrace_overlap(addr) if pid is None else None
+        return clash if clash is not None else self._space(pid).forbidden(addr)
+
+    def _ftrace_overlap(self, addr: int) -> str | None:
+        """A probe that would overlap the call of a kprobe on an ftrace site (riscv64's
+        8-byte area holds two instructions): refused either way round, since the call
+        and a breakpoint cannot share those bytes."""
+        ft = self.manager.ftrace
+        if ft is None:
+            return None
+        size = ft.abi.insn_size
+        for site in range(addr - size + 1, addr):
+            if ft.handles(site) and site in self.points:
+                return f"it lies inside the ftrace call patched in for the kprobe at {site:#x}"
+        if ft.handles(addr):
+            for other in range(addr + 1, addr + size):
+                if other in self.points:
+                    return (f"its ftrace call would cover the probe at {other:#x} "
+                            f"(the {size}-byte ftrace site starts here)")
+        return None
 
     def within_kprobe_blacklist(self, addr: int) -> str | None:
         bl = self.kprobe_blacklist

@@ -252,6 +252,8 @@ class Smp:
         the next PC."""
         m = self.m
         space = m.kernel
+        if task.pc in m.host_calls:
+            return m._host_call(space)
         if task.pc in m.manager.opt_entries:
             return m._deliver_host_call(space, task.pc)
         with self.patching.fetch(cpu, task.pc):
