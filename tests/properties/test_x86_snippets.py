@@ -63,7 +63,8 @@ def assemble(items: list[Item], base: int) -> tuple[bytes, list[int]]:
         here, rec_end = starts[i], starts[i] + len(raw)
         if r["rip_rel"]:
             align = int(str(r.get("mem_align") or 1))
-            _patch(raw, int(str(r["disp_offset"])), 4, ((base + RIP_TARGET_OFF) // align * align) - rec_end)
+            rip_target = (base + RIP_TARGET_OFF) // align * align
+            _patch(raw, int(str(r["disp_offset"])), 4, rip_target - rec_end)
         if r["rel_offset"] is not None:
             j = min(i + 1 + it.skip, len(items))
             target = starts[j] if j < len(items) else end
