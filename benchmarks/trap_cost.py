@@ -11,7 +11,8 @@ For each ISA, three two-instruction functions are called many times on one machi
 
 Printed per ISA: microseconds per call, per trap and per hit above the baseline, traps per
 hit, and each hit's cost as a multiple of the bare round trip, all measured in the same run.
-A second table sets the machine's bare trap round trip beside the CPU's own: unicorn with
+A second table sets the machine's bare trap round trip beside the CPU's own (the machine's
+and unicorn's rounds interleaved, best of each): unicorn with
 an empty interrupt hook that stops emulation and a new ``emu_start`` after the breakpoint
 (riscv: ``emu_start`` ends on ``ebreak`` by itself), and the P-code interpreter's
 ``run`` returning at the breakpoint and called again after it, each measured as the
@@ -48,8 +49,12 @@ class BareMachine(Machine):
     """A machine whose trap path resumes after the breakpoint without calling the probe
     engine: the cost of the CPU stopping, the frame moving to the host and back."""
 
+    def __init__(self, isa: str) -> None:
+        super().__init__(isa)
+        self._skip = len(self.arch.step_breakpoint(False))
+
     def _dispatch_break(self, space: AddressSpace, regs: PtRegs) -> bool:
-        regs.pc = self.arch.trap_address(regs) + len(self.arch.step_breakpoint(False))
+        regs.pc = self.arch.trap_address(regs) + self._skip
         return True
 
 
@@ -70,19 +75,33 @@ def _best(fn: Callable[[], None], calls: int) -> float:
     return best
 
 
+def _best_of_each(fns: list[Callable[[], None]], calls: int) -> list[float]:
+    """Microseconds per call of each of ``fns``: the fastest of :data:`ROUNDS` rounds, the
+    rounds of all of them interleaved, so that a change in the host's load during the
+    measurement affects each alike."""
+    per = max(calls // ROUNDS, 1)
+    best = [float("inf")] * len(fns)
+    for _ in range(ROUNDS):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            for _ in range(per):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t) / per * 1e6)
+    return best
+
+
 def _timed(m: Machine, addr: int, calls: int) -> float:
     return _best(lambda: m.call(addr) and None, calls)
 
 
-def measure_bare(isa: str, calls: int) -> float:
-    """The machine's bare trap round trip, microseconds above the plain call."""
+def bare_pair(isa: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The machine's plain call and its call through a bare trap (difference: one trap)."""
     s = {k: bytes.fromhex(v) for k, v in SNIPPETS[isa].items()}
     m = BareMachine(isa)
     m.map(CODE, 0x1000, "rx")
     m.write(CODE, s["nop"] + s["ret"])
     m.write(CODE + 0x100, m.arch.step_breakpoint(False) + s["ret"])
-    base = _timed(m, CODE, calls)
-    return _timed(m, CODE + 0x100, calls) - base
+    return (lambda: m.call(CODE) and None), (lambda: m.call(CODE + 0x100) and None)
 
 
 def measure(isa: str, calls: int) -> dict[str, float]:
@@ -125,8 +144,9 @@ def _hook_stop(uc: unicorn.Uc, _intno: int, _data: object) -> None:
     uc.emu_stop()
 
 
-def unicorn_round_trip(isa: str, calls: int) -> float:
-    """Microseconds unicorn itself takes to stop at a breakpoint and resume after it."""
+def unicorn_pair(isa: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """unicorn alone: two plain instructions, and a breakpoint whose empty hook stops the
+    CPU followed by a new ``emu_start`` after it (difference: one stop and resume)."""
     s = {k: bytes.fromhex(v) for k, v in SNIPPETS[isa].items()}
     bp = Machine(isa).arch.step_breakpoint(False)
     uc = unicorn.Uc(*_UC[isa])
@@ -142,8 +162,7 @@ def unicorn_round_trip(isa: str, calls: int) -> float:
             uc.emu_start(bare, bare + len(bp) + len(s["nop"]))
         uc.emu_start(bare + len(bp), bare + len(bp) + len(s["nop"]))
 
-    return _best(resume_after_break, calls) - _best(lambda: uc.emu_start(plain, plain + end),
-                                                     calls)
+    return (lambda: uc.emu_start(plain, plain + end)), resume_after_break
 
 
 def pcode_round_trip(isa: str, calls: int) -> float:
@@ -187,8 +206,10 @@ def main() -> None:
           f"{'unicorn hook us':>16} {'x unicorn':>10} {'p-code us':>10} {'x p-code':>9}")
     for isa in isas:
         m = Machine(isa)
-        bare = measure_bare(isa, args.calls)
-        uc = unicorn_round_trip(isa, args.calls) if isa in _UC else float("nan")
+        fns = [*bare_pair(isa), *(unicorn_pair(isa) if isa in _UC else ())]
+        times = _best_of_each(fns, args.calls)
+        bare = times[1] - times[0]
+        uc = times[3] - times[2] if isa in _UC else float("nan")
         pc = pcode_round_trip(isa, args.calls)
         print(f"{isa:12} {m.cpu_kind:>11} {bare:21.1f} {uc:16.1f} {bare / uc:10.2f} "
               f"{pc:10.1f} {bare / pc:9.2f}")

@@ -26,6 +26,7 @@ from kprobe_ref.kretprobe import (
     unregister_kretprobe,
 )
 from kprobe_ref.manager import (
+    EventKind,
     ProbeEvent,
     ProbeManager,
     kprobe_handler_from_break,
@@ -46,6 +47,7 @@ from kprobe_ref.uprobe import (
 )
 
 __all__ = [
+    "EventKind",
     "InvalidAddress",
     "InvalidProbeDefinition",
     "Kprobe",

@@ -12,12 +12,15 @@ Conventions:
 - A *value* of width ``w`` is an ``int`` in ``[0, 2**w)`` or a Z3 bit-vector.  Functions that
   take a width ``w`` read only the low ``w`` bits of their inputs.
 - A *condition* is a ``bool`` or a Z3 boolean.
-- This module is the only place that asks whether a value is symbolic.
+- This module is the only place that asks whether a value is symbolic
+  (:func:`is_concrete`, :func:`concrete`, :func:`is_symbolic`).  The one exception is a
+  type assertion on the P-code CPU's hottest path (``IntegerState.set``), which states an
+  invariant rather than asking.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import z3
 
@@ -34,24 +37,35 @@ __all__ = [
     "b_not",
     "b_or",
     "concat",
+    "concrete",
     "eq",
     "extract",
+    "is_concrete",
     "is_symbolic",
     "ite",
     "lshr",
+    "lzcount",
     "mask",
     "mul",
     "ne",
     "not_",
     "or_",
+    "popcount",
+    "sadd_overflows",
+    "sdiv",
     "sext",
     "shl",
     "sle",
     "slt",
+    "srem",
+    "ssub_overflows",
     "sub",
     "to_signed",
+    "uadd_overflows",
+    "udiv",
     "ule",
     "ult",
+    "urem",
     "wrap",
     "xor",
     "zext",
@@ -66,6 +80,21 @@ def mask(w: int) -> int:
 def is_symbolic(x: Any) -> bool:
     """Tell whether ``x`` is a Z3 term rather than a Python value."""
     return isinstance(x, z3.ExprRef)
+
+
+def is_concrete(x: BV) -> TypeGuard[int]:
+    """Tell whether ``x`` is a plain integer rather than a Z3 term."""
+    return isinstance(x, int)
+
+
+def concrete(x: BV, what: str = "value") -> int:
+    """Return ``x`` as a plain integer; a Z3 term raises ``TypeError`` naming ``what``.
+
+    Code that only ever runs concretely (the probe engine's trap-time state, encoders,
+    the P-code CPU's integer state) states that expectation with this function."""
+    if not isinstance(x, int):
+        raise TypeError(f"{what} must be concrete, got the Z3 term {x}")
+    return x
 
 
 def _z(x: BV, w: int) -> z3.BitVecRef:
@@ -267,3 +296,86 @@ def ite(c: Cond, a: BV, b: BV, w: int = 64) -> BV:
     if isinstance(c, bool):
         return wrap(a, w) if c else wrap(b, w)
     return z3.If(c, _z(a, w), _z(b, w))
+
+
+# ---------------------------------------------------------------------------------------
+# Division, counting and overflow (P-code's INT_DIV ... INT_SBORROW, POPCOUNT, LZCOUNT)
+
+
+def udiv(a: BV, b: BV, w: int = 64) -> BV:
+    """Unsigned quotient of the low ``w`` bits; the caller deals with a zero divisor."""
+    if not _any_sym(a, b):
+        assert isinstance(a, int) and isinstance(b, int)
+        return (a & mask(w)) // (b & mask(w))
+    return z3.UDiv(_z(a, w), _z(b, w))
+
+
+def urem(a: BV, b: BV, w: int = 64) -> BV:
+    """Unsigned remainder of the low ``w`` bits; the caller deals with a zero divisor."""
+    if not _any_sym(a, b):
+        assert isinstance(a, int) and isinstance(b, int)
+        return (a & mask(w)) % (b & mask(w))
+    return z3.URem(_z(a, w), _z(b, w))
+
+
+def sdiv(a: BV, b: BV, w: int = 64) -> BV:
+    """Signed quotient rounded toward zero, modulo ``2**w`` (``MIN / -1`` is ``MIN``); the
+    caller deals with a zero divisor."""
+    if not _any_sym(a, b):
+        assert isinstance(a, int) and isinstance(b, int)
+        x, y = to_signed(a, w), to_signed(b, w)
+        q = abs(x) // abs(y)
+        return (-q if (x < 0) != (y < 0) else q) & mask(w)
+    return _z(a, w) / _z(b, w)
+
+
+def srem(a: BV, b: BV, w: int = 64) -> BV:
+    """Signed remainder with the sign of the dividend; the caller deals with a zero
+    divisor."""
+    if not _any_sym(a, b):
+        assert isinstance(a, int) and isinstance(b, int)
+        x, y = to_signed(a, w), to_signed(b, w)
+        r = abs(x) % abs(y)
+        return (-r if x < 0 else r) & mask(w)
+    return z3.SRem(_z(a, w), _z(b, w))
+
+
+def popcount(a: BV, w: int = 64) -> BV:
+    """The number of set bits among the low ``w`` bits of ``a`` (a value of width ``w``)."""
+    if isinstance(a, int):
+        return (a & mask(w)).bit_count()
+    total: BV = 0
+    for i in range(w):
+        total = add(total, zext(extract(a, i, i), 1, w), w)
+    return total
+
+
+def lzcount(a: BV, w: int = 64) -> BV:
+    """The number of leading zero bits of ``a`` in width ``w`` (``w`` when ``a`` is 0)."""
+    if isinstance(a, int):
+        return w - (a & mask(w)).bit_length()
+    out: BV = w
+    for i in range(w):
+        out = ite(eq(extract(a, i, i), 1, 1), w - 1 - i, out, w)
+    return out
+
+
+def uadd_overflows(a: BV, b: BV, w: int = 64) -> Cond:
+    """Whether the unsigned sum ``a + b`` does not fit ``w`` bits (a carry out)."""
+    return ult(add(a, b, w), a, w)
+
+
+def sadd_overflows(a: BV, b: BV, w: int = 64) -> Cond:
+    """Whether the signed sum ``a + b`` does not fit ``w`` bits: both operands have one sign
+    and the result the other."""
+    top = w - 1
+    same = eq(extract(a, top, top), extract(b, top, top), 1)
+    return b_and(same, ne(extract(add(a, b, w), top, top), extract(a, top, top), 1))
+
+
+def ssub_overflows(a: BV, b: BV, w: int = 64) -> Cond:
+    """Whether the signed difference ``a - b`` does not fit ``w`` bits: the operands'
+    signs differ and the result's sign is not the minuend's."""
+    top = w - 1
+    differ = ne(extract(a, top, top), extract(b, top, top), 1)
+    return b_and(differ, ne(extract(sub(a, b, w), top, top), extract(a, top, top), 1))

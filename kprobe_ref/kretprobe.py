@@ -249,8 +249,8 @@ def _hook_return(m: ProbeManager, rp: Kretprobe, inst: RetprobeInstance, regs: P
         _recycle(inst)
         return
     state = ConcreteState(regs, m.aux, m.pid, rp.address)
-    real, frame = m.arch.rethook_prepare(regs, state, m.rethooks.trampoline)
-    assert isinstance(real, int) and isinstance(frame, int)
+    real, frame = m.arch.rethook_prepare(state, m.rethooks.trampoline)
+    real, frame = bits.concrete(real, "a return address"), bits.concrete(frame, "a frame")
     inst.ret_addr, inst.frame, inst.task = real, frame, m.aux.current_task()
     m.aux.insert_kretprobe_instance_to_task(inst)
 

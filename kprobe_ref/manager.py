@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CtlBlock",
+    "EventKind",
     "ProbeEvent",
     "ProbeManager",
     "Status",
@@ -109,13 +110,45 @@ class CtlBlock:
     saved_scratch: int | None = None
 
 
+class EventKind(enum.StrEnum):
+    """Every kind of tracer event the engine emits.  A member is a ``str`` equal to its
+    value, so tracers may compare ``event.kind`` with plain strings."""
+
+    SLOT_PREPARED = "slot-prepared"
+    """A stepped point's out-of-line slot was written (``detail``: rule and address)."""
+    HIT = "hit"
+    """A probe's breakpoint trapped and its handlers are about to run."""
+    MISSED = "missed"
+    """A hit while the CPU was already inside a handler: no handler runs."""
+    SKIPPED = "skipped"
+    """A hit on a point whose probes are all disabled."""
+    SIMULATED = "simulated"
+    """The probed instruction's effect was computed by its simulation rule."""
+    SLOT = "slot"
+    """A two-trap out-of-line step begins."""
+    BOOSTED = "boosted"
+    """A boosted step begins (no step-done follows: the slot jumps back)."""
+    STEP_DONE = "step-done"
+    """The end-of-step trap of a two-trap step."""
+    HANDLER_FAULT = "handler-fault"
+    """A handler raised; the error is counted and logged."""
+    SLOT_FAULT = "slot-fault"
+    """The probed instruction faulted in its slot; reported at the probed address."""
+    ABORTED = "aborted"
+    """A run ended by an exception reset the CPU's probes in progress."""
+    RETURN_FIRED = "return-fired"
+    """A return probe's handler ran at the hooked return."""
+    RETURN_MISSED = "return-missed"
+    """A hooked call found no free instance (``maxactive``)."""
+    RETURN_DROPPED = "return-dropped"
+    """An instance was given back without its handler running (an unwound frame)."""
+
+
 @dataclass(frozen=True)
 class ProbeEvent:
-    """A tracer event: ``kind`` is one of hit, missed, skipped, simulated, slot (a two-trap
-    step begins), boosted (a boosted step begins: no step-done follows), step-done,
-    handler-fault, slot-fault, aborted, return-fired, return-missed, return-dropped."""
+    """A tracer event: its :class:`EventKind`, the probed address, the CPU and a detail."""
 
-    kind: str
+    kind: EventKind
     address: int
     cpu: int
     detail: str = ""
@@ -156,8 +189,10 @@ class ProbeManager:
         return self.pid is not None
 
     def emit(self, kind: str, address: int, detail: str = "") -> None:
-        """Send an event to every tracer."""
-        event = ProbeEvent(kind, address, self.aux.current_cpu(), detail)
+        """Send an event to every tracer; ``kind`` must name an :class:`EventKind`."""
+        if not self.tracers:
+            return
+        event = ProbeEvent(EventKind(kind), address, self.aux.current_cpu(), detail)
         for tracer in list(self.tracers):
             tracer(event)
 

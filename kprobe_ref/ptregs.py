@@ -61,7 +61,20 @@ class PtRegs:
             object.__setattr__(self, name, value)
 
     # -- named access -----------------------------------------------------------------
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        cls._RESOLVED = {}
+
+    _RESOLVED: ClassVar[dict[str, tuple[str, int | None]]] = {}
+    """Name -> slot, filled on first use (the frame layout never changes)."""
+
     def _resolve(self, name: str) -> tuple[str, int | None]:
+        got = self._RESOLVED.get(name)
+        if got is None:
+            got = self._RESOLVED[name] = self._resolve_slot(name)
+        return got
+
+    def _resolve_slot(self, name: str) -> tuple[str, int | None]:
         target = self.ALIASES.get(name, name)
         if target.startswith("regs[") and self.GPR_COUNT:
             return "regs", int(target[5:-1])
@@ -101,12 +114,14 @@ class PtRegs:
     # -- ISA-neutral accessors ----------------------------------------------------------
     @property
     def pc(self) -> int:
-        """The program counter (x86_64 ``rip``, loongarch64 ``csr_era``, riscv64 ``epc``)."""
-        return self.get(self.PC)
+        """The program counter (x86_64 ``rip``, loongarch64 ``csr_era``, riscv64 ``epc``),
+        a scalar field on every ISA."""
+        value: int = self.__dict__[self.PC]
+        return value
 
     @pc.setter
     def pc(self, value: int) -> None:
-        self.set(self.PC, value)
+        self.__dict__[self.PC] = value & _MASK64
 
     @property
     def sp(self) -> int:

@@ -9,6 +9,7 @@ reads the process's memory, never the kernel's.  A memory access that fails rais
 
 from __future__ import annotations
 
+from kprobe_ref import bits
 from kprobe_ref.bits import BV
 from kprobe_ref.errors import KprobeError, SimulatedFault
 from kprobe_ref.host import KprobeAuxiliaryOps
@@ -18,9 +19,7 @@ __all__ = ["ConcreteState"]
 
 
 def _int(v: BV) -> int:
-    if not isinstance(v, int):
-        raise TypeError("a concrete state holds integers only")
-    return v
+    return bits.concrete(v, "a value of the trap-time state")
 
 
 class ConcreteState:

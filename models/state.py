@@ -89,7 +89,7 @@ def symbolic_memory(name: str = "mem") -> z3.ArrayRef:
 def load(mem: Memory, addr: BV, size: int) -> BV:
     """``size`` bytes at ``addr``, little-endian, as an unsigned value of ``8 * size`` bits."""
     if isinstance(mem, dict):
-        assert isinstance(addr, int)
+        addr = bits.concrete(addr, "an address in concrete memory")
         return sum(mem.get((addr + i) & bits.mask(64), 0) << (8 * i) for i in range(size))
     parts = [z3.Select(mem, bits.add(addr, i)) for i in reversed(range(size))]
     return parts[0] if size == 1 else z3.Concat(*parts)
@@ -98,7 +98,8 @@ def load(mem: Memory, addr: BV, size: int) -> BV:
 def store(mem: Memory, addr: BV, size: int, value: BV) -> Memory:
     """Memory with the low ``size`` bytes of ``value`` written at ``addr``, little-endian."""
     if isinstance(mem, dict):
-        assert isinstance(addr, int) and isinstance(value, int)
+        addr = bits.concrete(addr, "an address in concrete memory")
+        value = bits.concrete(value, "a value in concrete memory")
         out = dict(mem)
         for i in range(size):
             out[(addr + i) & bits.mask(64)] = (value >> (8 * i)) & 0xFF
@@ -122,7 +123,7 @@ def flag(c: Cond) -> BV:
 
 def constant(x: BV) -> int | None:
     """The value of ``x`` if it is a constant (a symbolic term is simplified first)."""
-    if isinstance(x, int):
+    if bits.is_concrete(x):
         return x
     s = z3.simplify(x)
     return s.as_long() if z3.is_bv_value(s) else None

@@ -173,7 +173,7 @@ def entry_claim(isa: str, arch: ArchOps | None = None) -> z3.BoolRef:
     sp_name = "rsp" if isa == "x86_64" else {"aarch64": "sp", "riscv64": "x2",
                                                "loongarch64": "r3"}[isa]
     link_name = {"aarch64": "x30", "riscv64": "x1", "loongarch64": "r1"}.get(isa)
-    real, frame = arch.rethook_prepare(arch.regs_class(), state, trampoline)
+    real, frame = arch.rethook_prepare(state, trampoline)
     sp = start.regs[sp_name]
     if link_name is None:
         want_real = load(start.mem, sp, 8)

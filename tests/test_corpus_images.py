@@ -22,13 +22,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import capstone
+import pypcode
 import pytest
-
-elffile = pytest.importorskip("elftools.elf.elffile")
-unicorn = pytest.importorskip("unicorn")
-capstone = pytest.importorskip("capstone")
-
-from unicorn import arm64_const, riscv_const, x86_const  # noqa: E402
+import unicorn
+from elftools.elf import elffile
+from unicorn import arm64_const, riscv_const, x86_const
 
 from tests.helpers import KERNEL_TEXT  # noqa: E402
 
@@ -387,7 +386,6 @@ Insn = tuple[int, int, str, str, bytes]  # address, size, mnemonic, operands, by
 def disasm(isa: str, addr: int, code: bytes) -> list[Insn]:
     """Disassemble one function; it must decode completely."""
     if isa == "loongarch64":
-        pypcode = pytest.importorskip("pypcode")
         ctx = pypcode.Context("Loongarch:LE:64:lp64d")
         out = [
             (

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kprobe_ref.sim.loongarch_overrides import OVERRIDES
+from kprobe_ref.sim.pcode.overrides.loongarch64 import OVERRIDES
 
 VEC_DIR = Path(__file__).parent / "vectors" / "loongarch64"
 MIN_CASES = 5

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import unicorn
+from elftools.elf import elffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kprobe_ref.sim.cpu import StopKind
 from kprobe_ref.sim.pcode import PcodeCpu
 from kprobe_ref.sim.undefined import undefined_mask
-
-unicorn = pytest.importorskip("unicorn")
 
 CODE = 0x10000
 DATA = 0x40000
@@ -366,8 +366,6 @@ _PRELUDE = {"x86_64": ".intel_syntax noprefix\n", "aarch64": "", "riscv64": ".op
 
 @pytest.mark.parametrize("isa", sorted(ENCODINGS))
 def test_encodings_match_ziglang(isa: str, tmp_path: Path) -> None:
-    pytest.importorskip("ziglang")
-    elffile = pytest.importorskip("elftools.elf.elffile")
     src = _PRELUDE[isa] + "".join(f"1:\n{asm}\n" for asm, _ in ENCODINGS[isa])
     (tmp_path / "x.S").write_text(src)
     subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", f"{isa}-freestanding-none",

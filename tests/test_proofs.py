@@ -131,16 +131,23 @@ def test_rewrite_displacement_changes_only_the_field_capstone_locates() -> None:
     cases = [(raw, rng.getrandbits(46), rng.randint(-(1 << 30), 1 << 30)) for raw in records]
     cases += [(rng.choice(records), rng.getrandbits(46), rng.randint(-(1 << 31), 1 << 31))
               for _ in range(3000)]
+    cases += [(rng.choice(records), rng.getrandbits(46) + (1 << 33),  # beyond reach
+               rng.choice((-1, 1)) * rng.randint(1 << 32, 1 << 33)) for _ in range(300)]
+    outcomes = {True: 0, False: 0}
     for raw, addr, delta in cases:
         slot = addr + delta
         off, size, mnemonic = _capstone_disp(raw)
-        try:
-            out = rewrite_displacement(raw, off, addr, slot)
-        except OverflowError:
+        old = to_signed(int.from_bytes(raw[off:off + 4], "little"), 32)
+        fits = -(1 << 31) <= old + addr - slot < (1 << 31)
+        outcomes[fits] += 1
+        if not fits:  # refused, never wrapped
+            with pytest.raises(OverflowError):
+                rewrite_displacement(raw, off, addr, slot)
             continue
+        out = rewrite_displacement(raw, off, addr, slot)
         assert len(out) == len(raw) == size
         assert out[:off] == raw[:off] and out[off + 4:] == raw[off + 4:]
         new = to_signed(int.from_bytes(out[off:off + 4], "little"), 32)
-        old = to_signed(int.from_bytes(raw[off:off + 4], "little"), 32)
         assert slot + size + new == addr + size + old
         assert _capstone_disp(out)[2] == mnemonic
+    assert outcomes[True] and outcomes[False], outcomes

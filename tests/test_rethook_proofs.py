@@ -61,8 +61,8 @@ def test_entry_hijack_fails_when_it_clobbers_a_register(isa: str) -> None:
     arch = get_arch(isa)
     victim = rethook.SIM_REGS[isa][3]
 
-    def clobbering(regs: PtRegs, state: Any, trampoline: Any) -> Any:
-        out = arch.rethook_prepare(regs, state, trampoline)
+    def clobbering(state: Any, trampoline: Any) -> Any:
+        out = arch.rethook_prepare(state, trampoline)
         state.set_reg(victim, z3.BitVecVal(0, 64))
         return out
 

@@ -23,7 +23,8 @@ statically.  At the end the program writes all data blocks to stdout with one
 Usage::
 
     python tools/gen_loongarch_vectors.py            # regenerate tests/vectors/loongarch64
-    python tools/gen_loongarch_vectors.py --pcode-report   # pypcode translation survey
+
+``tools/pcode_report.py`` surveys how Ghidra's specification translates the vectors' words.
 """
 
 from __future__ import annotations
@@ -859,59 +860,12 @@ def generate(out_dir: Path, seed: int, keep: Path | None) -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def pcode_report(out_dir: Path) -> list[str]:
-    """Kinds whose words pypcode cannot translate at all (information only).
-
-    Every word of each kind's first record is translated; the disassembler's
-    mnemonic for the last word (the instruction the kind is named after) is
-    compared with the kind as well.
-    """
-    import pypcode
-
-    lang = next(lang for arch in pypcode.Arch.enumerate() for lang in arch.languages
-                if lang.id == "Loongarch:LE:64:lp64d")
-    ctx = pypcode.Context(lang)
-    failed: dict[str, str] = {}
-    mnem: dict[str, str] = {}
-    seen: set[str] = set()
-    for path in sorted(out_dir.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            kind = rec["kind"]
-            if kind in seen:
-                continue
-            seen.add(kind)
-            pc = int(rec["pc"], 16)
-            for i, w in enumerate(rec["words"]):
-                blob = int(w, 16).to_bytes(4, "little")
-                try:
-                    tx = ctx.translate(blob, pc + 4 * i, max_instructions=1)
-                    if not tx.ops:
-                        failed[kind] = f"word {i}: no p-code ops"
-                    dis = ctx.disassemble(blob, pc + 4 * i, max_instructions=1)
-                    if i == len(rec["words"]) - 1 and dis.instructions[0].mnem.lower() != kind:
-                        mnem[kind] = dis.instructions[0].mnem
-                except Exception as exc:  # pypcode raises several error types
-                    failed[kind] = f"word {i}: {type(exc).__name__}: {exc}"
-    print(f"language {lang.id}: {len(seen)} kinds, {len(failed)} fail to translate")
-    for kind, why in sorted(failed.items()):
-        print(f"  {kind}: {why}")
-    for kind, m in sorted(mnem.items()):
-        print(f"  {kind}: disassembles as {m!r}")
-    return sorted(failed)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--keep", type=Path, help="keep the generated .S and executables here")
-    ap.add_argument("--pcode-report", action="store_true",
-                    help="translate each kind's first word with pypcode and list failures")
     args = ap.parse_args(argv)
-    if args.pcode_report:
-        pcode_report(args.out)
-        return 0
     generate(args.out, args.seed, args.keep)
     return 0
 

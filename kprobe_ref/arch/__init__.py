@@ -99,7 +99,7 @@ class ArchOps(Protocol):
     def trampoline(self, user: bool) -> bytes:
         """The return trampoline's code: it traps into the host at its first instruction."""
 
-    def rethook_prepare(self, regs: PtRegs, state: SimState, trampoline: int) -> tuple[BV, BV]:
+    def rethook_prepare(self, state: SimState, trampoline: int) -> tuple[BV, BV]:
         """At function entry, save and replace the return address: return ``(real return
         address, frame)`` and make the function return to ``trampoline``."""
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kprobe_ref import bits
 from kprobe_ref.bits import BV, Cond
 
 __all__ = ["NO_REACH", "Decoded", "Reach", "SimState", "SlotPlan", "SlotReach", "Verdict",
@@ -210,7 +211,6 @@ def copy_and_jump(d: Decoded, slot_addr: int, reaches: Callable[[BV, BV], Cond],
     at, target = slot_addr + d.length, (d.address + d.length) & ((1 << 64) - 1)
     if not reaches(at, target):
         return None
-    jump = jump_word(at, target)
-    assert isinstance(jump, int)
+    jump = bits.concrete(jump_word(at, target), "a jump word")
     return SlotPlan(d.raw + jump.to_bytes(4, "little"), d.length, d.length, "copy+jump",
                     boosted=True)

@@ -22,8 +22,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = ["Cpu", "Perms", "Stop", "StopKind"]
 
@@ -48,9 +47,8 @@ class StopKind(enum.Enum):
     """``max_steps`` instructions executed without another stop."""
 
 
-@dataclass(frozen=True)
-class Stop:
-    """The outcome of :meth:`Cpu.run`."""
+class Stop(NamedTuple):
+    """The outcome of :meth:`Cpu.run` (a named tuple: one is made on every trap)."""
 
     kind: StopKind
     pc: int

@@ -40,6 +40,8 @@ class FrameLayout:
         pc_slot = probe._resolve(regs_class.PC)
         self.pc_position = self.slots.index(pc_slot)
         self.pc_cpu_name = self.cpu_names[self.pc_position]
+        self.lazy = lazy_class(regs_class)
+        """The lazy frame class of :func:`trap_frame`."""
 
     def values(self, frame: PtRegs) -> list[int]:
         """The frame's value for each CPU register, in ``cpu_names`` order."""
@@ -100,7 +102,10 @@ def _make_lazy(regs_class: type[PtRegs]) -> type[PtRegs]:
                 self, name)
 
         def __setattr__(self, name: str, value: object) -> None:
-            if name != regs_class.PC and (name in regs_class.FIELDS or name == "regs"):
+            if name == "pc" or name == regs_class.PC:  # never needs the other registers
+                self.__dict__[regs_class.PC] = value & _MASK64  # type: ignore[operator]
+                return
+            if name in regs_class.FIELDS or name == "regs":
                 self._load()
             super().__setattr__(name, value)
 
@@ -161,7 +166,7 @@ def _make_lazy(regs_class: type[PtRegs]) -> type[PtRegs]:
 def trap_frame(layout: FrameLayout, pc: int, loader: Loader) -> PtRegs:
     """A frame whose PC is ``pc`` and whose other registers ``loader`` reads on first use
     (``loader`` returns the CPU registers in ``layout.cpu_names`` order)."""
-    make: Any = lazy_class(layout.regs_class)
+    make: Any = layout.lazy
     frame: PtRegs = make(pc, loader, layout)
     return frame
 

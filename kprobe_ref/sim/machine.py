@@ -25,7 +25,8 @@ from the text).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from kprobe_ref.arch import ArchOps, get_arch
@@ -107,6 +108,8 @@ class Machine:
         self.arch: ArchOps = get_arch(isa)
         self.cpu_kind = cpu or ("pcode" if isa == "loongarch64" else "unicorn")
         self._layout = FrameLayout(self.arch.regs_class, self.arch.cpu_regs)
+        self._loaders: dict[Cpu, Callable[[], Sequence[int]]] = {}
+        """Each CPU's batched read of a trap frame's registers, made once."""
         self.kernel = self._new_space(None)
         self.kprobe_blacklist: Blacklist | None = None
         """The loaded kernel's kprobe blacklist (``None``: no kernel image loaded)."""
@@ -291,12 +294,13 @@ class Machine:
             stop = space.cpu.run(pc, stop_at, max_steps - steps)
             steps += stop.steps
             self.instructions += stop.steps
-            if stop.kind is StopKind.STOP_AT:
-                return stop.pc
-            if stop.kind is StopKind.STEP_LIMIT:
-                raise StepLimitExceeded(stop.pc, max_steps)
-            if stop.kind is StopKind.BREAK:
+            kind = stop.kind
+            if kind is StopKind.BREAK:
                 pc = self._deliver_break(space, stop)
+            elif kind is StopKind.STOP_AT:
+                return stop.pc
+            elif kind is StopKind.STEP_LIMIT:
+                raise StepLimitExceeded(stop.pc, max_steps)
             else:
                 self._deliver_fault(space, stop)
 
@@ -324,8 +328,10 @@ class Machine:
         """Hand a breakpoint trap to the engine on a lazily synchronised frame
         (:mod:`kprobe_ref.sim.frame`); return where the CPU resumes."""
         cpu, layout = space.cpu, self._layout
-        regs = trap_frame(layout, self.arch.trap_pc(stop.pc),
-                          lambda: cpu.reg_read_many(layout.cpu_names))
+        loader = self._loaders.get(cpu)
+        if loader is None:
+            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
+        regs = trap_frame(layout, self.arch.trap_pc(stop.pc), loader)
         self.trap_count += 1
         if not self._dispatch_break(space, regs):
             raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")

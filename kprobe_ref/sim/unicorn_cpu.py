@@ -26,7 +26,7 @@ import unicorn
 from unicorn import arm64_const as a64
 from unicorn import riscv_const as rv
 from unicorn import x86_const as x86
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, uc_hook_h, uclib
 
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
 
@@ -111,6 +111,7 @@ class UnicornCpu:
             self.uc.reg_write(rv.UC_RISCV_REG_MSTATUS, mstatus | _RV_MSTATUS_FS)
         self._regs = regs
         self._pc = regs[pc_name]
+        self._pc_name = pc_name
         self.watch: set[int] = set()
         self.exec_counts: Counter[int] = Counter()
         self._stop: Stop | None = None
@@ -119,8 +120,18 @@ class UnicornCpu:
         self._steps = 0
         self._fault_addr: int | None = None
         self._batches: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
-        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code)
-        self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self._uch = self.uc._uch
+        self._word = ctypes.c_uint64()
+        self._word_ref = ctypes.byref(self._word)
+        self._peek_buf = ctypes.create_string_buffer(8)
+        self._wide = frozenset(n for n in regs if n.startswith(("xmm", "q")))
+        """Registers wider than 64 bits, read and written through unicorn's own wrapper."""
+        self._code_pages: set[int] = set()
+        """Pages ever mapped executable: a host write there discards cached translations."""
+        self._hook_error: BaseException | None = None
+        self._callbacks: list[Any] = []
+        self._raw_hook(unicorn.UC_HOOK_CODE, HOOK_CODE_CFUNC(self._code_hook))
+        self._raw_hook(unicorn.UC_HOOK_INTR, HOOK_INTR_CFUNC(self._intr_hook))
         self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
 
     def _enable_fp(self) -> None:
@@ -131,26 +142,50 @@ class UnicornCpu:
     # -- memory ------------------------------------------------------------------------------
     def map(self, addr: int, size: int, perms: Perms) -> None:
         self.uc.mem_map(addr, size, _prot(perms))
+        self._note_code(addr, size, perms)
 
     def protect(self, addr: int, size: int, perms: Perms) -> None:
         self.uc.mem_protect(addr, size, _prot(perms))
+        self._note_code(addr, size, perms)
+
+    def _note_code(self, addr: int, size: int, perms: Perms) -> None:
+        if "x" in perms:
+            self._code_pages.update(range(addr & ~(_PAGE - 1), addr + size, _PAGE))
 
     def mem_read(self, addr: int, n: int) -> bytes:
         return bytes(self.uc.mem_read(addr, n))
 
     def mem_write(self, addr: int, data: bytes) -> None:
+        """Write memory; translations cached for the range are discarded when it lies on a
+        page that was ever executable (data writes, such as a call's return address on the
+        stack, need not pay for it)."""
         self.uc.mem_write(addr, data)
-        self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
+        first, last = addr & ~(_PAGE - 1), (addr + max(len(data), 1) - 1) & ~(_PAGE - 1)
+        if first in self._code_pages or last in self._code_pages or (
+                last - first > _PAGE and any(p in self._code_pages
+                                             for p in range(first, last, _PAGE))):
+            self.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
 
     # -- registers -----------------------------------------------------------------------------
     def reg_read(self, name: str) -> int:
-        value = self.uc.reg_read(self._regs[name])
-        assert isinstance(value, int)
-        return value
+        if name in self._wide:
+            value = self.uc.reg_read(self._regs[name])
+            assert isinstance(value, int)
+            return value
+        self._word.value = 0  # a 32-bit register (mxcsr) fills only the low half
+        status = uclib.uc_reg_read(self._uch, self._regs[name], self._word_ref)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return self._word.value
 
     def reg_write(self, name: str, value: int) -> None:
-        bits = 128 if name.startswith(("xmm", "q")) else 64
-        self.uc.reg_write(self._regs[name], value & ((1 << bits) - 1))
+        if name in self._wide:
+            self.uc.reg_write(self._regs[name], value & ((1 << 128) - 1))
+            return
+        self._word.value = value & _NEVER
+        status = uclib.uc_reg_write(self._uch, self._regs[name], self._word_ref)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
 
     def reg_read_many(self, names: Sequence[str]) -> list[int]:
         ids, vals, ptrs = self._batch(tuple(names))
@@ -195,14 +230,42 @@ class UnicornCpu:
         self.uc.context_restore(ctx)
 
     # -- hooks -----------------------------------------------------------------------------------
+    def _raw_hook(self, kind: int, callback: Any) -> None:
+        """Register a ctypes callback with unicorn directly.  The code hook runs before
+        every instruction, so it skips the binding's two Python wrapper layers; its errors
+        are caught here (a ctypes callback cannot raise) and re-raised by :meth:`run`."""
+        handle = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, callback, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        self._callbacks.append(callback)  # unicorn keeps only the pointer
+
+    def _code_hook(self, _uc: object, address: int, size: int, _data: object) -> None:
+        try:
+            self._on_code(self.uc, address, size, None)
+        except BaseException as exc:
+            self._hook_failed(exc)
+
+    def _intr_hook(self, _uc: object, intno: int, _data: object) -> None:
+        try:
+            self._on_intr(self.uc, intno, None)
+        except BaseException as exc:
+            self._hook_failed(exc)
+
+    def _hook_failed(self, exc: BaseException) -> None:
+        if self._hook_error is None:
+            self._hook_error = exc
+        uclib.uc_emu_stop(self._uch)
+
     def _halt(self, kind: StopKind, pc: int, **kw: Any) -> None:
         if self._stop is None:
             self._stop = Stop(kind, pc, self._steps, **kw)
-        self.uc.emu_stop()
+        uclib.uc_emu_stop(self._uch)
 
     def _on_code(self, uc: unicorn.Uc, address: int, size: int, _: object) -> None:
         if self._stop is not None:
-            uc.emu_stop()
+            uclib.uc_emu_stop(self._uch)
             return
         if address in self._stop_at:
             self._halt(StopKind.STOP_AT, address)
@@ -215,11 +278,11 @@ class UnicornCpu:
             self.exec_counts[address] += 1
 
     def _on_intr(self, uc: unicorn.Uc, intno: int, _: object) -> None:
-        pc = self.reg_read("rip" if self.isa == "x86_64" else "pc")
+        pc = self.reg_read(self._pc_name)
         if self.isa == "x86_64" and intno == 3:
             self._halt(StopKind.BREAK, pc - 1, detail="int3")
         elif self.isa == "aarch64" and intno == 7:
-            word = int.from_bytes(self.mem_read(pc, 4), "little")
+            word = int.from_bytes(self._peek(pc, 4), "little")
             self._halt(StopKind.BREAK, pc, code=(word >> 5) & 0xFFFF, detail="brk")
         elif self.isa == "aarch64" and intno == 2:
             self._halt(StopKind.SYSCALL, pc - 4, detail="svc")
@@ -237,29 +300,37 @@ class UnicornCpu:
     # -- running ---------------------------------------------------------------------------------
     def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
         self._stop, self._stop_at, self._max, self._steps = None, stop_at, max_steps, 0
-        self._fault_addr = None
-        try:
-            self.uc.emu_start(pc, _NEVER)
-        except unicorn.UcError as err:
-            return self._error_stop(err)
+        self._fault_addr = self._hook_error = self.uc._hook_exception = None
+        status = uclib.uc_emu_start(self._uch, pc, _NEVER, 0, 0)
+        failed = self._hook_error or self.uc._hook_exception
+        if failed is not None:
+            raise failed
+        if status != unicorn.UC_ERR_OK:
+            return self._error_stop(status)
         if self._stop is None:
-            here = self.uc.reg_read(self._pc)
+            here = self.reg_read(self._pc_name)
             return Stop(StopKind.FAULT, here, self._steps, detail="emulation ended")
         return self._stop
 
-    def _error_stop(self, err: unicorn.UcError) -> Stop:
+    def _error_stop(self, status: int) -> Stop:
+        """The stop for an ``emu_start`` that ended with error ``status``: a riscv
+        breakpoint, or a fault."""
         if self._stop is not None:
             return self._stop
-        here = self.uc.reg_read(self._pc)
-        if self.isa == "riscv64" and err.errno in _RV_BREAK_ERRORS:
+        here = self.reg_read(self._pc_name)
+        if self.isa == "riscv64" and status in _RV_BREAK_ERRORS:
             word = int.from_bytes(self._peek(here, 4), "little")
             if riscv_break_length(word):
                 return Stop(StopKind.BREAK, here, self._steps, detail="ebreak")
-        return Stop(StopKind.FAULT, here, self._steps, detail=str(err),
+        return Stop(StopKind.FAULT, here, self._steps, detail=str(unicorn.UcError(status)),
                     fault_addr=self._fault_addr)
 
     def _peek(self, addr: int, n: int) -> bytes:
-        try:
-            return self.mem_read(addr, n)
-        except unicorn.UcError:
-            return self.mem_read(addr, 2) + b"\0\0" if n > 2 else b"\0" * n
+        """Up to ``n`` bytes at ``addr`` read straight into a reused buffer (a 4-byte read
+        that crosses into an unmapped page returns the first 2, zero-padded)."""
+        buf = self._peek_buf
+        if uclib.uc_mem_read(self._uch, addr, buf, n) == unicorn.UC_ERR_OK:
+            return buf.raw[:n]
+        if n > 2 and uclib.uc_mem_read(self._uch, addr, buf, 2) == unicorn.UC_ERR_OK:
+            return buf.raw[:2] + b"\0\0"
+        return b"\0" * n

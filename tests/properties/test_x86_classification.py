@@ -19,8 +19,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-pytest.importorskip("iced_x86")
-
 from kprobe_ref.arch.x86_64 import decode as x86_decode
 from tools import x86_campaign as campaign
 

@@ -28,7 +28,7 @@ class AARCH64:
     regs_class: type[PtRegs] = regs.A64PtRegs
     insn_align = 4
     max_insn_len = 4
-    slot_size = 16
+    slot_size = slot.SLOT_SIZE
     boost_offset = slot.BOOST_OFFSET
     boost_reach = slot.BOOST_REACH
     variable_length = False
@@ -72,7 +72,7 @@ class AARCH64:
     def trampoline(self, user: bool) -> bytes:
         return rethook.TRAMPOLINE
 
-    def rethook_prepare(self, regs: PtRegs, state: SimState, trampoline: int) -> tuple[BV, BV]:
+    def rethook_prepare(self, state: SimState, trampoline: int) -> tuple[BV, BV]:
         return rethook.rethook_prepare(state, trampoline)
 
     def rethook_return(self, regs: PtRegs, real_ret: int) -> None:

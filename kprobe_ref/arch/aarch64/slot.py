@@ -21,16 +21,12 @@ from kprobe_ref.arch.aarch64.encoding import BRK_STEP
 from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
 from kprobe_ref.bits import BV, Cond
 
-__all__ = [
-    "BOOST_OFFSET",
-    "BOOST_REACH",
-    "build_boosted_slot",
-    "build_slot",
-    "jump_reaches",
-    "jump_word",
-    "reach",
-]
+__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
+           "jump_reaches", "jump_word", "reach"]
 
+SLOT_SIZE = 16
+"""Bytes one slot takes: the two-trap variant (word and ``BRK #6``) and the boosted one
+(word and ``B``)."""
 BOOST_OFFSET = 8
 """The boosted variant's place in a 16-byte slot: after the two-trap variant's 8 bytes."""
 BOOST_REACH = (1 << 27) - (1 << 20)

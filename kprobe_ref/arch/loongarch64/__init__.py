@@ -73,7 +73,7 @@ class LoongArch64:
     def trampoline(self, user: bool) -> bytes:
         return rethook.trampoline(user)
 
-    def rethook_prepare(self, regs: PtRegs, state: SimState, trampoline: int) -> tuple[BV, BV]:
+    def rethook_prepare(self, state: SimState, trampoline: int) -> tuple[BV, BV]:
         return rethook.rethook_prepare(state, trampoline)
 
     def rethook_return(self, regs: PtRegs, real_ret: int) -> None:

@@ -11,7 +11,7 @@ with :func:`kprobe_ref.bits.sext`.  Encoders are the exact inverses, for tests.
 
 from __future__ import annotations
 
-from kprobe_ref.bits import extract
+from kprobe_ref.bits import concrete, extract
 
 __all__ = [
     "BREAK_KPROBE", "BREAK_KPROBE_STEP", "BREAK_UPROBE", "BREAK_UPROBE_STEP",
@@ -64,9 +64,7 @@ NOP = (0x0340_0000).to_bytes(4, "little")
 
 
 def _f(w: int, hi: int, lo: int) -> int:
-    value = extract(w, hi, lo)
-    assert isinstance(value, int)
-    return value
+    return concrete(extract(w, hi, lo))
 
 
 def word(code: bytes) -> int:

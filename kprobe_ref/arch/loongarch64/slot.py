@@ -20,17 +20,8 @@ from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and
 from kprobe_ref.arch.loongarch64.encoding import BREAK_KPROBE_STEP, BREAK_UPROBE_STEP
 from kprobe_ref.bits import BV, Cond
 
-__all__ = [
-    "BOOST_OFFSET",
-    "BOOST_REACH",
-    "SLOT_SIZE",
-    "build_boosted_slot",
-    "build_slot",
-    "jump_reaches",
-    "jump_word",
-    "reach",
-    "step_break",
-]
+__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
+           "jump_reaches", "jump_word", "reach", "step_break"]
 
 BOOST_OFFSET = 8
 """The boosted variant's place in a slot: after the two-trap variant's 8 bytes."""

@@ -10,7 +10,7 @@ Encoders are the exact inverses, for tests and round-trip properties.
 
 from __future__ import annotations
 
-from kprobe_ref.bits import extract, to_signed
+from kprobe_ref.bits import concrete, extract, to_signed
 
 __all__ = [
     "B_WIDTH", "CB_WIDTH", "CI_WIDTH", "CJ_WIDTH", "C_EBREAK", "EBREAK", "I_WIDTH", "J_WIDTH",
@@ -38,9 +38,7 @@ CI_WIDTH = 6
 
 
 def _f(w: int, hi: int, lo: int) -> int:
-    value = extract(w, hi, lo)
-    assert isinstance(value, int)
-    return value
+    return concrete(extract(w, hi, lo))
 
 
 def length(code: bytes) -> int:

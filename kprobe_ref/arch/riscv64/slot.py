@@ -21,16 +21,8 @@ from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and
 from kprobe_ref.arch.riscv64.encoding import EBREAK
 from kprobe_ref.bits import BV, Cond
 
-__all__ = [
-    "BOOST_OFFSET",
-    "BOOST_REACH",
-    "SLOT_SIZE",
-    "build_boosted_slot",
-    "build_slot",
-    "jump_reaches",
-    "jump_word",
-    "reach",
-]
+__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
+           "jump_reaches", "jump_word", "reach"]
 
 SLOT_SIZE = 16
 """Bytes one slot takes: the two-trap variant (at most 4 of instruction and 4 of

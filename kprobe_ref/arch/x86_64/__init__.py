@@ -25,7 +25,7 @@ class X86_64:
     regs_class: type[PtRegs] = regs.X86PtRegs
     insn_align = 1
     max_insn_len = 15
-    slot_size = 64
+    slot_size = slot.SLOT_SIZE
     boost_offset = slot.BOOST_OFFSET
     boost_reach = slot.BOOST_REACH
     variable_length = True
@@ -69,7 +69,7 @@ class X86_64:
     def trampoline(self, user: bool) -> bytes:
         return rethook.TRAMPOLINE
 
-    def rethook_prepare(self, regs: PtRegs, state: SimState, trampoline: int) -> tuple[BV, BV]:
+    def rethook_prepare(self, state: SimState, trampoline: int) -> tuple[BV, BV]:
         return rethook.rethook_prepare(state, trampoline)
 
     def rethook_return(self, regs: PtRegs, real_ret: int) -> None:

@@ -46,10 +46,12 @@ from kprobe_ref.arch.x86_64.encoding import (
 from kprobe_ref.bits import BV, Cond, to_signed
 from kprobe_ref.errors import OutOfReach
 
-__all__ = ["BOOST_OFFSET", "BOOST_REACH", "TWO_BYTE_BOOSTABLE", "boost_refusal",
+__all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "TWO_BYTE_BOOSTABLE", "boost_refusal",
            "build_boosted_slot", "build_slot", "jump_abs", "jump_reaches", "jump_rel32_field",
            "reach", "rewrite_displacement", "rewrite_to_scratch"]
 
+SLOT_SIZE = 64
+"""Bytes one slot takes: the two-trap variant and the boosted one."""
 BOOST_OFFSET = 16
 """The boosted variant's place in a 64-byte slot: after the two-trap variant (at most 15
 bytes of instruction and ``int3``); it takes at most 15 + 14 bytes."""
@@ -239,8 +241,7 @@ def build_boosted_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan | Non
     code, at = plan.code[: d.length], slot_addr + d.length
     target = (d.address + d.length) & bits.mask(64)
     if jump_reaches(at, target):
-        field = jump_rel32_field(at, target)
-        assert isinstance(field, int)
+        field = bits.concrete(jump_rel32_field(at, target), "a rel32 field")
         jump = b"\xe9" + field.to_bytes(4, "little")
     elif user:
         jump = jump_abs(target)

@@ -117,7 +117,7 @@ def _hijack(c: Candidate, pre: State, mem: list[tuple[int, bytes]], trampoline: 
         page[a - page_of(a): a - page_of(a) + len(data)] = data
         pages[page_of(a)] = bytes(page)
     rec = RecordingState(frame, {}, pages, c.addr)
-    arch.rethook_prepare(frame, rec, trampoline)
+    arch.rethook_prepare(rec, trampoline)
     regs = {k: frame.get(k) for k in pre.regs if frame.get(k) != pre.regs[k]}
     written = [(a, (rec.written[a]).to_bytes(1, "little")) for a in sorted(rec.written)]
     merged: list[tuple[int, bytes]] = []

@@ -4,7 +4,7 @@ An entry covers the words ``w & mask == value`` of one kind of finding; a findin
 is explained when an entry of its kind contains it.  Entries are written from the ISA
 manuals, never from the sweep's own output, and each says who is right.  On loongarch64, a
 pattern that shares words with an instruction the P-code CPU corrects
-(:data:`kprobe_ref.sim.loongarch_overrides.OVERRIDES`) is also tagged with that
+(:data:`kprobe_ref.sim.pcode.overrides.loongarch64.OVERRIDES`) is also tagged with that
 instruction: Ghidra's specification is known to be wrong there.
 """
 
@@ -89,7 +89,7 @@ def sleigh_errors(isa: str, cube: Cube, width: int) -> list[str]:
     """loongarch64: the corrected instructions whose words the cube shares."""
     if isa != "loongarch64" or width != 32:
         return []
-    from kprobe_ref.sim.loongarch_overrides import OVERRIDES
+    from kprobe_ref.sim.pcode.overrides.loongarch64 import OVERRIDES
 
     return [o.mnemonic for o in OVERRIDES
             if (cube[1] ^ o.match) & cube[0] & o.mask == 0]

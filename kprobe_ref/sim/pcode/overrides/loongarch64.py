@@ -1,7 +1,8 @@
 """Corrections to Ghidra's LoongArch SLEIGH specification, applied before its P-code.
 
-The P-code interpreter (:mod:`kprobe_ref.sim.pcode`) asks :func:`lookup` about every
-LoongArch instruction word before translating it.  Each entry of :data:`OVERRIDES` names an
+The P-code CPU (:mod:`kprobe_ref.sim.pcode`) asks :func:`lookup` about every LoongArch
+instruction word before translating it (through the ISA record,
+:mod:`kprobe_ref.sim.pcode.isa.loongarch64`).  Each entry of :data:`OVERRIDES` names an
 instruction by a bit pattern written from the LoongArch Reference Manual, volume 1
 (v1.10), chapter 2 (basic integer instructions), and computes the instruction's effect from
 the registers with :mod:`kprobe_ref.bits`.  Each function's docstring gives the manual's
@@ -23,10 +24,10 @@ from typing import NoReturn, Protocol
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
 
-__all__ = ["OVERRIDES", "Machine", "Override", "lookup"]
+__all__ = ["OVERRIDES", "LoongArchView", "Override", "lookup"]
 
 
-class Machine(Protocol):
+class LoongArchView(Protocol):
     """What an override may touch: general registers, memory and the LL/SC reservation."""
 
     def gr(self, n: int) -> BV:
@@ -54,7 +55,7 @@ class Machine(Protocol):
         """Stop the CPU with a FAULT (an address error exception)."""
 
 
-OverrideFn = Callable[[Machine, int], None]
+OverrideFn = Callable[[LoongArchView, int], None]
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,18 @@ def _sext32(x: BV) -> BV:
 # Shifts and rotates
 
 
-def _slli_d(m: Machine, w: int) -> None:
+def _slli_d(m: LoongArchView, w: int) -> None:
     """SLLI.D rd, rj, ui6: GR[rd] = SLL(GR[rj], ui6).  Ghidra masks the amount with 0x1f,
     so shifts by 32..63 go wrong."""
     m.set_gr(_rd(w), bits.shl(m.gr(_rj(w)), _imm(w, 10, 6)))
 
 
-def _srli_d(m: Machine, w: int) -> None:
+def _srli_d(m: LoongArchView, w: int) -> None:
     """SRLI.D rd, rj, ui6: GR[rd] = SRL(GR[rj], ui6).  Ghidra masks the amount with 0x1f."""
     m.set_gr(_rd(w), bits.lshr(m.gr(_rj(w)), _imm(w, 10, 6)))
 
 
-def _srai_d(m: Machine, w: int) -> None:
+def _srai_d(m: LoongArchView, w: int) -> None:
     """SRAI.D rd, rj, ui6: GR[rd] = SRA(GR[rj], ui6).  Ghidra masks the amount with 0x1f."""
     m.set_gr(_rd(w), bits.ashr(m.gr(_rj(w)), _imm(w, 10, 6)))
 
@@ -125,27 +126,27 @@ def _rotr(x: BV, n: BV, width: int) -> BV:
                     width)
 
 
-def _rotr_w(m: Machine, w: int) -> None:
+def _rotr_w(m: LoongArchView, w: int) -> None:
     """ROTR.W rd, rj, rk: GR[rd] = SignExtend(ROTR(GR[rj][31:0], GR[rk][4:0]), 64).
     Ghidra shifts right arithmetically, so copies of bit 31 smear into the result."""
     n = bits.extract(m.gr(_rk(w)), 4, 0)
     m.set_gr(_rd(w), _sext32(_rotr(m.gr(_rj(w)), bits.zext(n, 5, 32), 32)))
 
 
-def _rotr_d(m: Machine, w: int) -> None:
+def _rotr_d(m: LoongArchView, w: int) -> None:
     """ROTR.D rd, rj, rk: GR[rd] = ROTR(GR[rj], GR[rk][5:0]).  Ghidra shifts right
     arithmetically."""
     n = bits.extract(m.gr(_rk(w)), 5, 0)
     m.set_gr(_rd(w), _rotr(m.gr(_rj(w)), bits.zext(n, 6, 64), 64))
 
 
-def _rotri_w(m: Machine, w: int) -> None:
+def _rotri_w(m: LoongArchView, w: int) -> None:
     """ROTRI.W rd, rj, ui5: GR[rd] = SignExtend(ROTR(GR[rj][31:0], ui5), 64).  Ghidra
     shifts right arithmetically."""
     m.set_gr(_rd(w), _sext32(_rotr(m.gr(_rj(w)), _imm(w, 10, 5), 32)))
 
 
-def _rotri_d(m: Machine, w: int) -> None:
+def _rotri_d(m: LoongArchView, w: int) -> None:
     """ROTRI.D rd, rj, ui6: GR[rd] = ROTR(GR[rj], ui6).  Ghidra shifts right
     arithmetically."""
     m.set_gr(_rd(w), _rotr(m.gr(_rj(w)), _imm(w, 10, 6), 64))
@@ -162,7 +163,7 @@ def _insert(dst: BV, src: BV, msb: int, lsb: int, width: int) -> BV:
     return bits.or_(kept, bits.and_(bits.shl(src, lsb, width), field_mask, width), width)
 
 
-def _bstrins_w(m: Machine, w: int) -> None:
+def _bstrins_w(m: LoongArchView, w: int) -> None:
     """BSTRINS.W rd, rj, msbw, lsbw: GR[rd] = SignExtend({GR[rd][31:msbw+1],
     GR[rj][msbw-lsbw:0], GR[rd][lsbw-1:0]}, 64) (undefined if msbw < lsbw; here rd is then
     only sign-extended).  Ghidra takes the bits of rj from position lsbw instead of 0."""
@@ -172,7 +173,7 @@ def _bstrins_w(m: Machine, w: int) -> None:
     m.set_gr(_rd(w), _sext32(value))
 
 
-def _bstrins_d(m: Machine, w: int) -> None:
+def _bstrins_d(m: LoongArchView, w: int) -> None:
     """BSTRINS.D rd, rj, msbd, lsbd: GR[rd] = {GR[rd][63:msbd+1], GR[rj][msbd-lsbd:0],
     GR[rd][lsbd-1:0]} (undefined if msbd < lsbd; here rd is then kept).  Ghidra takes the
     bits of rj from position lsbd instead of 0."""
@@ -188,7 +189,7 @@ def _bytepick(rj: BV, rk: BV, sa: int, width: int) -> BV:
     return bits.or_(bits.shl(rk, 8 * sa, width), bits.lshr(rj, width - 8 * sa, width), width)
 
 
-def _bytepick_w(m: Machine, w: int) -> None:
+def _bytepick_w(m: LoongArchView, w: int) -> None:
     """BYTEPICK.W rd, rj, rk, sa2: GR[rd] = SignExtend({GR[rk][31-8*sa2:0],
     GR[rj][31:32-8*sa2]}, 64).  Ghidra blends the two registers bytewise with a mask
     instead of concatenating shifted parts."""
@@ -196,7 +197,7 @@ def _bytepick_w(m: Machine, w: int) -> None:
     m.set_gr(_rd(w), _sext32(value))
 
 
-def _bytepick_d(m: Machine, w: int) -> None:
+def _bytepick_d(m: LoongArchView, w: int) -> None:
     """BYTEPICK.D rd, rj, rk, sa3: GR[rd] = {GR[rk][63-8*sa3:0], GR[rj][63:64-8*sa3]}.
     Ghidra blends the two registers bytewise with a mask."""
     m.set_gr(_rd(w), _bytepick(m.gr(_rj(w)), m.gr(_rk(w)), _imm(w, 15, 3), 64))
@@ -213,14 +214,14 @@ def _join_halves(hs: list[BV]) -> BV:
     return out
 
 
-def _revh_2w(m: Machine, w: int) -> None:
+def _revh_2w(m: LoongArchView, w: int) -> None:
     """REVH.2W rd, rj: swap the two half-words within each word of GR[rj].  Ghidra adds
     shifted copies of whole words instead."""
     h = _halves(m.gr(_rj(w)))
     m.set_gr(_rd(w), _join_halves([h[1], h[0], h[3], h[2]]))
 
 
-def _revh_d(m: Machine, w: int) -> None:
+def _revh_d(m: LoongArchView, w: int) -> None:
     """REVH.D rd, rj: reverse the order of the four half-words of GR[rj].  Ghidra adds
     shifted copies of whole words instead."""
     m.set_gr(_rd(w), _join_halves(_halves(m.gr(_rj(w)))[::-1]))
@@ -230,20 +231,19 @@ def _revh_d(m: Machine, w: int) -> None:
 # LL/SC and atomics
 
 
-def _ll_sc_addr(m: Machine, w: int, size: int) -> int:
+def _ll_sc_addr(m: LoongArchView, w: int, size: int) -> int:
     """vaddr = GR[rj] + SignExtend({si14, 2'b0}, 64); it must be naturally aligned."""
     base = m.gr(_rj(w))
-    if not isinstance(base, int):
+    if not bits.is_concrete(base):
         m.fault("symbolic ll/sc address", 0)
-    addr = bits.add(base, bits.sext(_imm(w, 10, 14) << 2, 16, 64))
-    assert isinstance(addr, int)
+    addr = bits.concrete(bits.add(base, bits.sext(_imm(w, 10, 14) << 2, 16, 64)))
     if addr % size:
         m.fault(f"address error: ll/sc of {size} bytes at unaligned {addr:#x}", addr)
     return addr
 
 
 def _ll(size: int) -> OverrideFn:
-    def ll(m: Machine, w: int) -> None:
+    def ll(m: LoongArchView, w: int) -> None:
         addr = _ll_sc_addr(m, w, size)
         value = m.load(addr, size)
         m.set_reservation(addr)
@@ -256,7 +256,7 @@ def _ll(size: int) -> OverrideFn:
 
 
 def _sc(size: int) -> OverrideFn:
-    def sc(m: Machine, w: int) -> None:
+    def sc(m: LoongArchView, w: int) -> None:
         addr = _ll_sc_addr(m, w, size)
         ok = m.get_reservation() == addr
         if ok:
@@ -270,7 +270,7 @@ def _sc(size: int) -> OverrideFn:
     return sc
 
 
-def _amswap_db_w(m: Machine, w: int) -> None:
+def _amswap_db_w(m: LoongArchView, w: int) -> None:
     """AMSWAP_DB.W rd, rk, rj: old = MEM[GR[rj]]:4; MEM[GR[rj]]:4 = GR[rk][31:0];
     GR[rd] = SignExtend(old, 64), with a full barrier (nothing to do on one CPU).  Ghidra
     zero-extends the old value (AMSWAP.W and the other AM*_DB.W sign-extend)."""
@@ -280,18 +280,18 @@ def _amswap_db_w(m: Machine, w: int) -> None:
     m.set_gr(_rd(w), _sext32(old))
 
 
-def _ldle_d(m: Machine, w: int) -> None:
+def _ldle_d(m: LoongArchView, w: int) -> None:
     """LDLE.D rd, rj, rk: if GR[rj] <= GR[rk] (unsigned, as Ghidra's LDLE.B/H/W and LDGT.*
     compare), GR[rd] = MEM[GR[rj]]:8, else a bound check exception.  Ghidra loads one byte
     and sign-extends it (LDLE.B's semantics)."""
     addr, bound = m.gr(_rj(w)), m.gr(_rk(w))
     if not bits.ule(addr, bound):
-        assert isinstance(addr, int)
-        m.fault(f"bound check exception: ldle.d address {addr:#x} above bound", addr)
+        where = bits.concrete(addr, "an ldle.d address")
+        m.fault(f"bound check exception: ldle.d address {where:#x} above bound", where)
     m.set_gr(_rd(w), m.load(addr, 8))
 
 
-def _movcf2gr(m: Machine, w: int) -> None:
+def _movcf2gr(m: LoongArchView, w: int) -> None:
     """MOVCF2GR rd, cj: GR[rd] = ZeroExtend(FCC[cj], 64).  Ghidra keeps bits 63..1 of rd
     and only replaces bit 0."""
     m.set_gr(_rd(w), bits.zext(bits.and_(m.fcc(_imm(w, 5, 3)), 1, 8), 8, 64))
@@ -317,7 +317,7 @@ def _crc_update(crc: BV, msg: BV, nbits: int, poly: int) -> BV:
 
 
 def _crc(nbytes: int, poly: int, name: str) -> OverrideFn:
-    def crc(m: Machine, w: int) -> None:
+    def crc(m: LoongArchView, w: int) -> None:
         msg = bits.wrap(m.gr(_rj(w)), 8 * nbytes)
         value = _crc_update(m.gr(_rk(w)), msg, 8 * nbytes, poly)
         m.set_gr(_rd(w), _sext32(value))

@@ -1,11 +1,12 @@
 """Corrections to Ghidra's AARCH64 SLEIGH specification, applied before its P-code.
 
-The P-code interpreter (:mod:`kprobe_ref.sim.pcode`) asks :func:`lookup` about every aarch64
-word before translating it, as it asks :mod:`kprobe_ref.sim.loongarch_overrides` about
-LoongArch words.  Each entry names an instruction by a bit pattern written from the Arm
-Architecture Reference Manual (C6.2, "LDPSW") and computes its effect with
-:mod:`kprobe_ref.bits`.  Found by running the x86_64/aarch64/riscv64 corpus on unicorn and
-on the P-code CPU (``tests/properties/test_two_cpus.py``).
+The P-code CPU (:mod:`kprobe_ref.sim.pcode`) asks :func:`lookup` about every aarch64 word
+before translating it (through the ISA record, :mod:`kprobe_ref.sim.pcode.isa.aarch64`), as
+it asks :mod:`kprobe_ref.sim.pcode.overrides.loongarch64` about LoongArch words.  Each entry
+names an instruction by a bit pattern written from the Arm Architecture Reference Manual
+(C6.2, "LDPSW") and computes its effect with :mod:`kprobe_ref.bits`.  Found by running the
+x86_64/aarch64/riscv64 corpus on unicorn and on the P-code CPU
+(``tests/properties/test_two_cpus.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Protocol
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
 
-__all__ = ["OVERRIDES", "Machine", "Override", "lookup"]
+__all__ = ["OVERRIDES", "Aarch64View", "Override", "lookup"]
 
 
-class Machine(Protocol):
+class Aarch64View(Protocol):
     """What an override may touch: X registers, SP and memory."""
 
     def x(self, n: int) -> BV:
@@ -45,7 +46,7 @@ class Override:
 
     mnemonic: str
     pattern: str
-    fn: Callable[[Machine, int], None]
+    fn: Callable[[Aarch64View, int], None]
     mask: int = field(init=False)
     match: int = field(init=False)
 
@@ -56,8 +57,8 @@ class Override:
         object.__setattr__(self, "match", int("".join(c if c in "01" else "0" for c in p), 2))
 
 
-def _ldpsw(writeback: bool, post: bool) -> Callable[[Machine, int], None]:
-    def ldpsw(m: Machine, w: int) -> None:
+def _ldpsw(writeback: bool, post: bool) -> Callable[[Aarch64View, int], None]:
+    def ldpsw(m: Aarch64View, w: int) -> None:
         """LDPSW Xt1, Xt2, [Xn|SP{, #imm}]{!} / [Xn|SP], #imm: two 32-bit words at
         ``addr`` and ``addr + 4``, sign-extended.  Ghidra reads the second word at
         ``addr + 8`` (the LDP X stride)."""

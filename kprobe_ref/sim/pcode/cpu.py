@@ -1,0 +1,266 @@
+"""The P-code CPU: one guest CPU for all four ISAs.
+
+It fetches from :class:`~kprobe_ref.sim.pcode.memory.Memory`, translates one instruction
+at a time through pypcode, caches the compiled ops (:mod:`kprobe_ref.sim.pcode.compiler`)
+and runs them on an :class:`~kprobe_ref.sim.pcode.state.IntegerState`.  Nothing here
+depends on the ISA: the register names, packed flag registers, the program counter and
+the replaced instructions come from the ISA's record (:mod:`kprobe_ref.sim.pcode.isa`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pypcode
+
+from kprobe_ref import bits
+from kprobe_ref.sim.cpu import Perms, Stop, StopKind
+from kprobe_ref.sim.pcode.compiler import EXIT, CompiledInsn, Compiler
+from kprobe_ref.sim.pcode.isa import ISAS
+from kprobe_ref.sim.pcode.isa.base import Replacement
+from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
+from kprobe_ref.sim.pcode.state import IntegerState, State, Vn, vn
+from kprobe_ref.sim.pcode.trap import Trap
+
+__all__ = ["PcodeCpu"]
+
+
+@functools.cache
+def _language(isa: str) -> tuple[Any, dict[str, Any], dict[str, Vn]]:
+    """Return the shared SLEIGH context of ``isa`` (loading one takes tens of milliseconds;
+    translation does not change it), its registers and the architectural register map."""
+    ctx = pypcode.Context(ISAS[isa].language)
+    regs = dict(ctx.registers)
+    return ctx, regs, ISAS[isa].registers(lambda name: vn(regs[name]))
+
+
+class PcodeCpu:
+    """A :class:`~kprobe_ref.sim.cpu.Cpu` that interprets Ghidra P-code for ``isa`` (a key
+    of :data:`~kprobe_ref.sim.pcode.isa.ISAS`)."""
+
+    def __init__(self, isa: str) -> None:
+        record = ISAS.get(isa)
+        if record is None:
+            raise ValueError(f"unknown ISA {isa!r}; expected one of {sorted(ISAS)}")
+        self.isa = isa
+        self.record = record
+        self.ctx, self._sleigh_regs, self.regmap = _language(isa)
+        self.mem = Memory()
+        self.state = IntegerState(self.mem)
+        self.state.on_store = self._guest_store
+        zero = record.zero_register
+        self._compiler = Compiler(record, self.regmap[record.pc],
+                                  vn(self._sleigh_regs[zero]) if zero else None)
+        self._cache: dict[int, CompiledInsn] = {}
+        self._code_pages: dict[int, set[int]] = {}
+        self.reservation: int | None = None
+        """The ``ll``/``sc`` reservation of override-implemented instructions (LoongArch):
+        the reserved address, or None."""
+        self._packed = {p.name: p for p in record.packed}
+        self._packed_rest = dict.fromkeys(self._packed, 0)
+        self.watch: set[int] = set()
+        """Addresses whose executions are counted in ``exec_counts``."""
+        self.exec_counts: Counter[int] = Counter()
+
+    # ---- memory
+
+    def map(self, addr: int, size: int, perms: Perms) -> None:
+        """Map zeroed pages."""
+        self.mem.map(addr, size, perms)
+
+    def protect(self, addr: int, size: int, perms: Perms) -> None:
+        """Change page permissions (cached code is re-checked at every fetch)."""
+        self.mem.protect(addr, size, perms)
+
+    def mem_read(self, addr: int, n: int) -> bytes:
+        """Host read, ignoring permissions."""
+        return self.mem.read(addr, n)
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        """Host write, ignoring permissions; drops cached code in the range and breaks an
+        overlapping ``ll`` reservation."""
+        self.mem.write(addr, data)
+        self._invalidate(addr, len(data))
+
+    def _guest_store(self, addr: int, size: int) -> None:
+        if (addr >> PAGE_SHIFT) in self._code_pages or (
+            (addr + size - 1) >> PAGE_SHIFT) in self._code_pages:
+            self._invalidate(addr, size)
+        if self.reservation is not None and addr <= self.reservation < addr + size:
+            self.reservation = None
+
+    def _invalidate(self, addr: int, size: int) -> None:
+        """Drop cached translations that overlap ``[addr, addr + size)``."""
+        if self.reservation is not None and addr <= self.reservation < addr + size:
+            self.reservation = None
+        for page in page_range(addr - MAX_INSN, size + MAX_INSN):
+            for pc in list(self._code_pages.get(page, ())):
+                insn = self._cache.get(pc)
+                if insn is not None and pc < addr + size and addr < pc + insn.length:
+                    self._drop(insn)
+
+    def _drop(self, insn: CompiledInsn) -> None:
+        del self._cache[insn.pc]
+        for page in page_range(insn.pc, insn.length):
+            pcs = self._code_pages.get(page)
+            if pcs is not None:
+                pcs.discard(insn.pc)
+                if not pcs:
+                    del self._code_pages[page]
+
+    # ---- registers
+
+    def reg_read(self, name: str) -> int:
+        """Read an architectural register, or any SLEIGH register by its Ghidra name."""
+        packed = self._packed.get(name)
+        if packed is not None:
+            return packed.compose(self._read_flag_byte, self._packed_rest[name])
+        reg = self._lookup(name)
+        return self.state.regs.read(reg.offset, reg.size)
+
+    def reg_write(self, name: str, value: int) -> None:
+        """Write a register (modulo its width); a packed register of the ISA record (x86
+        ``rflags``, aarch64 ``nzcv``) is spread over Ghidra's one-byte flag registers."""
+        packed = self._packed.get(name)
+        if packed is not None:
+            self._packed_rest[name] = packed.spread(value, self._write_flag_byte)
+            return
+        reg = self._lookup(name)
+        if self._compiler.zero_vn is not None and reg == self._compiler.zero_vn:
+            return
+        self.state.regs.write(reg.offset, reg.size, value)
+
+    def reg_read_many(self, names: Sequence[str]) -> list[int]:
+        """Read several registers."""
+        return [self.reg_read(n) for n in names]
+
+    def reg_write_many(self, items: Sequence[tuple[str, int]]) -> None:
+        """Write several registers."""
+        for name, value in items:
+            self.reg_write(name, value)
+
+    def register_names(self) -> tuple[str, ...]:
+        """The architectural register names (any SLEIGH name is accepted as well)."""
+        return (*self.regmap, *self._packed)
+
+    def save_context(self) -> object:
+        """Snapshot every register (the whole SLEIGH register space) and the reservation."""
+        chunks = {c: bytes(b) for c, b in self.state.regs.chunks.items()}
+        return (chunks, dict(self._packed_rest), self.reservation)
+
+    def restore_context(self, ctx: object) -> None:
+        """Restore a snapshot taken by :meth:`save_context`."""
+        assert isinstance(ctx, tuple) and len(ctx) == 3
+        chunks, rest, self.reservation = ctx
+        self._packed_rest = dict(rest)
+        self.state.regs.chunks = {c: bytearray(b) for c, b in chunks.items()}
+
+    def _lookup(self, name: str) -> Vn:
+        reg = self.regmap.get(name)
+        if reg is not None:
+            return reg
+        for cand in (name, name.upper(), name.lower()):
+            if cand in self._sleigh_regs:
+                return vn(self._sleigh_regs[cand])
+        raise KeyError(f"{self.isa} has no register {name!r}")
+
+    def _read_flag_byte(self, sleigh_name: str) -> int:
+        return self.state.regs.read(vn(self._sleigh_regs[sleigh_name]).offset, 1)
+
+    def _write_flag_byte(self, sleigh_name: str, value: int) -> None:
+        self.state.regs.write(vn(self._sleigh_regs[sleigh_name]).offset, 1, value)
+
+    # ---- translation
+
+    def _translate(self, pc: int) -> CompiledInsn:
+        """Fetch, translate and compile the instruction at ``pc`` (raises :class:`Trap`)."""
+        code = self.mem.fetch(pc)
+        override = self.record.override
+        if override is not None and len(code) >= 4:
+            insn = self._replaced(pc, override(self, int.from_bytes(code[:4], "little")))
+            if insn is not None:
+                return self._remember(insn)
+        try:
+            tx = self.ctx.translate(code, base_address=pc, max_instructions=1)
+            dx = self.ctx.disassemble(code, base_address=pc, max_instructions=1)
+        except (pypcode.BadDataError, pypcode.UnimplError) as e:
+            why = "truncated by a non-executable page" if len(code) < MAX_INSN else str(e)
+            raise Trap(StopKind.FAULT, detail=(
+                f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
+        first = dx.instructions[0]
+        mnemonic = f"{first.mnem} {first.body}".strip()
+        length = int(first.length)
+        ops = self._compiler.compile(pc, mnemonic, tx.ops)
+        reads_pc = any(vn(v) == self._compiler.pc_vn for op in tx.ops for v in op.inputs)
+        return self._remember(CompiledInsn(pc, length, mnemonic, ops, reads_pc))
+
+    @staticmethod
+    def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
+        """Compile an instruction whose P-code the ISA record replaces (a 32-bit word)."""
+        if replacement is None:
+            return None
+        mnemonic, effect = replacement
+
+        def op(st: State) -> int:
+            effect()
+            st.next_pc = (pc + 4) & bits.mask(64)
+            return EXIT
+
+        return CompiledInsn(pc, 4, mnemonic, [op], False)
+
+    def _remember(self, insn: CompiledInsn) -> CompiledInsn:
+        self._cache[insn.pc] = insn
+        for page in page_range(insn.pc, insn.length):
+            self._code_pages.setdefault(page, set()).add(insn.pc)
+        return insn
+
+    # ---- execution
+
+    def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
+        """Execute from ``pc`` until a stop (STOP_AT is checked before every instruction,
+        the first included).  An instruction that traps counts as executed, as with
+        unicorn; one that cannot be fetched or decoded does not."""
+        steps = 0
+        st = self.state
+        pc_vn = self._compiler.pc_vn
+        try:
+            while True:
+                if pc in stop_at:
+                    return self._stop(StopKind.STOP_AT, pc, steps)
+                if steps >= max_steps:
+                    return self._stop(StopKind.STEP_LIMIT, pc, steps)
+                insn = self._cache.get(pc)
+                if insn is None or not self.mem.executable(pc, insn.length):
+                    insn = self._translate(pc)
+                steps += 1
+                if pc in self.watch:
+                    self.exec_counts[pc] += 1
+                if insn.reads_pc:
+                    st.set(pc_vn, pc)
+                pc = self._execute(insn, st)
+        except Trap as t:
+            self.reservation = None
+            return self._stop(t.kind, pc, steps, t.code, t.detail, t.fault_addr)
+
+    @staticmethod
+    def _execute(insn: CompiledInsn, st: State) -> int:
+        """Run one compiled instruction and return the address of the next one."""
+        ops = insn.ops
+        n = len(ops)
+        i = 0
+        while 0 <= i < n:
+            i = ops[i](st)
+        if i == EXIT:
+            nxt = st.next_pc
+            if not bits.is_concrete(nxt):
+                raise Trap(StopKind.FAULT, detail=f"symbolic branch target in {insn.mnemonic}")
+            return nxt & 0xFFFF_FFFF_FFFF_FFFF
+        return (insn.pc + insn.length) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def _stop(self, kind: StopKind, pc: int, steps: int, code: int = 0, detail: str = "",
+              fault_addr: int | None = None) -> Stop:
+        self.reg_write(self.record.pc, pc)
+        return Stop(kind, pc, steps, code, detail, fault_addr)
