@@ -29,7 +29,7 @@ import unicorn
 from elftools.elf import elffile
 from unicorn import arm64_const, riscv_const, x86_const
 
-from tests.helpers import KERNEL_TEXT  # noqa: E402
+from tests.helpers import KERNEL_TEXT
 
 CORPUS = Path(__file__).resolve().parent.parent / "kprobe_ref" / "corpus"
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")
