@@ -11,6 +11,15 @@ CODE = 0x40_0000
 DATA = 0x60_0000
 SCRATCH_STACK = 0x70_0000
 
+#: Each ISA's Linux kernel text address: where the bundled kernel-style corpus images are
+#: linked, and the second base (beside the low ``CODE``) that snippet properties run at.
+KERNEL_TEXT: dict[str, int] = {
+    "x86_64": 0xFFFF_FFFF_8100_0000,
+    "aarch64": 0xFFFF_8000_0800_0000,
+    "riscv64": 0xFFFF_FFFF_8020_0000,
+    "loongarch64": 0x9000_0000_0020_0000,
+}
+
 
 @dataclass
 class SnippetRun:

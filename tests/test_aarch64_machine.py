@@ -21,6 +21,7 @@ from kprobe_ref import (
 from kprobe_ref.arch.aarch64 import encoding as enc
 from kprobe_ref.arch.aarch64.decode import decode
 from kprobe_ref.sim import Machine
+from tests.helpers import KERNEL_TEXT
 
 CORPUS = Path(__file__).resolve().parent.parent / "kprobe_ref" / "corpus" / "aarch64"
 KERNEL, USER = CORPUS / "kernel.elf", CORPUS / "user.elf"
@@ -98,7 +99,8 @@ def test_ldr_literal_q_on_machine_matches_unprobed() -> None:
     unregister_kprobe(m2.manager, m2.points, probe)
     stack = 0x7FF0_0000 - 0x1000
     assert m2.read(stack, 0x1000) == m.read(stack, 0x1000)
-    assert m2.read(0x400000, 0x4000) == m.read(0x400000, 0x4000)
+    text = KERNEL_TEXT["aarch64"]
+    assert m2.read(text, 0x4000) == m.read(text, 0x4000)
 
 
 def test_literal_load_in_uprobe_reads_the_process_memory() -> None:

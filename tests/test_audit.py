@@ -51,7 +51,7 @@ void scale(int *v, long n, int k) {
         v[i] *= k;
 }
 """
-LINK = Path(__file__).parents[1] / "kprobe_ref" / "corpus" / "link.ld"
+CORPUS = Path(__file__).parents[1] / "kprobe_ref" / "corpus"
 INPUTS = {
     "sum_bytes": {"args": ["buf", "int"],
                   "cases": [[{"hex": "0102030405ff"}, 6], [{"hex": ""}, 0]]},
@@ -66,12 +66,13 @@ def build(isa: str, tmp: Path, debug: bool) -> Path:
     src.write_text(SOURCE)
     out = tmp / f"t-{isa}{'-g' if debug else ''}.elf"
     flags = ["-g"] if debug else ["-g0"]
-    extra = {"x86_64": ["-mno-red-zone"], "loongarch64": ["-mno-lsx"]}.get(isa, [])
+    extra = {"x86_64": ["-mno-red-zone", "-mcmodel=kernel"], "riscv64": ["-mcmodel=medany"],
+             "loongarch64": ["-mno-lsx"]}.get(isa, [])
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", f"{isa}-freestanding-none", "-O2",
            "-ffreestanding", "-fno-builtin", "-fno-pic", "-static", "-nostdlib",
            "-fno-vectorize", "-fno-slp-vectorize", *flags, *extra, "-Wl,--entry=mix",
-           "-T", str(LINK), str(src), "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True)
+           "-T", f"link-{isa}.ld", str(src), "-o", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=CORPUS)  # the script INCLUDEs link.ld
     return out
 
 

@@ -29,6 +29,8 @@ import unicorn
 from elftools.elf import elffile
 from unicorn import arm64_const, riscv_const, x86_const
 
+from tests.helpers import KERNEL_TEXT
+
 CORPUS = Path(__file__).resolve().parent.parent / "kprobe_ref" / "corpus"
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")
 RUN_ISAS = ("x86_64", "aarch64", "riscv64")
@@ -117,7 +119,7 @@ def test_symbols_match_functions_json(isa: str, kind: str) -> None:
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_image_layout(isa: str) -> None:
-    for kind, base in (("kernel", 0x400000), ("user", 0x10000000)):
+    for kind, base in (("kernel", KERNEL_TEXT[isa]), ("user", 0x10000000)):
         img = load(isa, kind)
         starts = sorted(s[0] for s in img.segments)
         assert starts[0] == base
@@ -229,6 +231,10 @@ def new_cpu(isa: str, kind: str) -> Any:
     """A fresh unicorn CPU with the image, a stack and a stop page mapped."""
     abi = ABIS[isa]
     uc = unicorn.Uc(abi.arch, abi.mode)
+    if isa == "x86_64":
+        # one-to-one virtual TLB: the kernel image sits in the upper half, past the
+        # 2**47 bytes a plain x86_64 unicorn's page walk reaches
+        uc.ctl_set_tlb_mode(unicorn.unicorn_const.UC_TLB_VIRTUAL)
     for vaddr, data, memsz, flags in load(isa, kind).segments:
         start = vaddr & ~0xFFF
         end = (vaddr + memsz + 0xFFF) & ~0xFFF

@@ -473,7 +473,7 @@ EXAMPLES: dict[str, Callable[[], object]] = {
     "elf-segment-past-end": lambda: load(lambda r: _ph(r, 32, "<Q", 1 << 40)),
     "elf-memsz-below-filesz": lambda: load(lambda r: _ph(r, 40, "<Q", 1)),
     "elf-past-2-64": lambda: load(lambda r: _ph(r, 16, "<Q", (1 << 64) - 0x10)),
-    "elf-zero-fill": lambda: load(lambda r: _ph(r, 40, "<Q", 1 << 40)),
+    "elf-zero-fill": lambda: load(lambda r: _ph(r, 40, "<Q", 1 << 30)),
     "elf-shstrndx": lambda: load(lambda r: struct.pack_into("<H", r, 62, 0xFFF0)),
     "elf-section-past-end": lambda: load(lambda r: _sh(r, 32, "<Q", 1 << 40, 2)),
     "elf-symtab-entsize": lambda: load(lambda r: _sh(r, 56, "<Q", 7, 2)),

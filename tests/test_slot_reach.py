@@ -10,7 +10,7 @@ from kprobe_ref.arch.base import Decoded, Reach, SlotReach, reach_window
 from kprobe_ref.arch.x86_64 import slot as x86_slot
 from kprobe_ref.proofs.reach import reach_obligations
 from kprobe_ref.sim import Machine
-from tests.helpers import compare_probed, run_snippet, snippet_machine
+from tests.helpers import KERNEL_TEXT, compare_probed, run_snippet, snippet_machine
 
 STEPPED = {
     "x86_64": bytes.fromhex("4801d8") + bytes.fromhex("90") * 4,  # add rax, rbx; nops
@@ -19,8 +19,6 @@ STEPPED = {
     "loongarch64": bytes.fromhex("84941000") + bytes.fromhex("00004003"),
     # add.d a0, a0, a1; nop
 }
-KERNEL_TEXT = {"x86_64": 0xFFFF_FFFF_8100_0000, "aarch64": 0xFFFF_8000_0800_0000,
-               "riscv64": 0xFFFF_FFFF_8020_0000, "loongarch64": 0x9000_0000_0020_0000}
 REGS = {"x86_64": ("rax", "rbx"), "aarch64": ("x1", "x2"), "riscv64": ("a0", "a1"),
         "loongarch64": ("a0", "a1")}
 

@@ -26,6 +26,7 @@ from kprobe_ref.sim import Machine
 from kprobe_ref.tools.verify import bundled_image
 
 KERNEL, USER = bundled_image("x86_64"), bundled_image("x86_64", "user")
+USER_TEXT = 0x1000_0000  # where user.elf is linked (link-user.ld)
 
 
 def user_machine(**spawn: int) -> tuple[Machine, int]:
@@ -133,11 +134,11 @@ def test_unknown_pid_and_wrong_tables_are_errors() -> None:
     with pytest.raises(NoSuchProcess):
         m.call_user(pid + 1000, 0x1000)
     with pytest.raises(InvalidProbeDefinition):
-        register_uprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(0x400000)
+        register_uprobe(m.manager, m.points, ProbeBuilder().with_symbol_addr(USER_TEXT)
                         .with_user_mode(pid))
     proc = m.process(pid)
     with pytest.raises(KprobeError):
-        register_uprobe(proc.manager, proc.points, ProbeBuilder().with_symbol_addr(0x400000)
+        register_uprobe(proc.manager, proc.points, ProbeBuilder().with_symbol_addr(USER_TEXT)
                         .with_user_mode(pid + 1))
 
 

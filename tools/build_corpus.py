@@ -5,8 +5,10 @@ For each ISA this links every ``kprobe_ref/corpus/src/*.c`` file together with
 ``kprobe_ref/corpus/src/<isa>/classes.S`` into two images:
 
 ``kprobe_ref/corpus/<isa>/kernel.elf``
-    kernel-style code (``-mno-red-zone`` on x86_64, no LSX/LASX on
-    loongarch64), linked at 0x400000 by ``link.ld``;
+    kernel-style code (``-mno-red-zone -mcmodel=kernel`` on x86_64,
+    ``-mcmodel=medany`` on riscv64, no LSX/LASX on loongarch64), linked by
+    ``link-<isa>.ld`` (which sets ``KERNEL_TEXT`` and includes ``link.ld``) at
+    the ISA's Linux kernel text address, :data:`KERNEL_TEXT`;
 ``kprobe_ref/corpus/<isa>/user.elf``
     user-style code, linked at 0x10000000 by ``link-user.ld``.
 
@@ -73,15 +75,32 @@ LINK_FLAGS: tuple[str, ...] = (
     "-Wl,--no-gc-sections",
 )
 
-#: Per-ISA flags for kernel-style images.  On aarch64 zig cc accepts but
+#: Each ISA's Linux kernel text address, where the kernel-style image is linked:
+#: x86_64's __START_KERNEL_map + 16 MiB, arm64's KIMAGE_VADDR with 48-bit VAs,
+#: riscv64's kernel mapping in the top 2 GiB, loongarch64's cached window (DMW)
+#: base + 2 MiB.
+KERNEL_TEXT: dict[str, int] = {
+    "x86_64": 0xFFFF_FFFF_8100_0000,
+    "aarch64": 0xFFFF_8000_0800_0000,
+    "riscv64": 0xFFFF_FFFF_8020_0000,
+    "loongarch64": 0x9000_0000_0020_0000,
+}
+
+#: Per-ISA flags for kernel-style images.  Code models: x86_64's ``kernel`` puts
+#: text and data in the top 2 GiB, addressed by sign-extended 32-bit absolutes;
+#: riscv64's ``medany`` addresses symbols PC-relatively (``medlow``, the default,
+#: only reaches the low and top 2 GiB through lui's sign extension, which the
+#: top-2-GiB text would satisfy, but Linux builds with ``medany``); aarch64's
+#: and loongarch64's default models are already PC-relative (adrp, pcalau12i)
+#: and need no flag.  On aarch64 zig cc accepts but
 #: ignores -mgeneral-regs-only (its explicit CPU feature list wins: the C code
 #: still used NEON CNT/ADDV for popcount), so the kernel-style image names a
 #: CPU without FP and NEON instead, which keeps the C code to general registers
 #: as Linux does; classes.S re-enables fp/simd for itself with .arch_extension.
 KERNEL_FLAGS: dict[str, tuple[str, ...]] = {
-    "x86_64": ("-mno-red-zone",),
+    "x86_64": ("-mno-red-zone", "-mcmodel=kernel"),
     "aarch64": ("-mcpu=generic-neon-fp_armv8",),
-    "riscv64": (),
+    "riscv64": ("-mcmodel=medany",),
     "loongarch64": ("-mno-lsx", "-mno-lasx"),
 }
 
@@ -93,7 +112,8 @@ USER_FLAGS: dict[str, tuple[str, ...]] = {
     "loongarch64": ("-mno-lsx", "-mno-lasx"),
 }
 
-#: The two image kinds: name -> (link script, per-ISA flags).
+#: The two image kinds: name -> (link script, per-ISA flags).  The kernel kind's
+#: ``link.ld`` is reached through the per-ISA ``link-<isa>.ld`` (:func:`link_script`).
 KINDS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "kernel": ("link.ld", KERNEL_FLAGS),
     "user": ("link-user.ld", USER_FLAGS),
@@ -145,14 +165,21 @@ def input_files() -> list[str]:
     files = c_sources()
     files += [f"src/{isa}/classes.S" for isa in ISAS]
     files += [script for script, _ in KINDS.values()]
+    files += [f"link-{isa}.ld" for isa in ISAS]
     return sorted(files)
+
+
+def link_script(isa: str, kind: str) -> str:
+    """The link script of one image: ``link-<isa>.ld`` for kernel-style images (it sets
+    the ISA's ``KERNEL_TEXT`` and includes ``link.ld``), ``link-user.ld`` for user ones."""
+    return f"link-{isa}.ld" if kind == "kernel" else KINDS[kind][0]
 
 
 def images() -> list[Image]:
     """The images to build, with their full ``zig cc`` argument lists."""
     out: list[Image] = []
     for isa in ISAS:
-        for kind, (script, per_isa) in KINDS.items():
+        for kind, (_, per_isa) in KINDS.items():
             args = (
                 "-target",
                 f"{isa}-freestanding-none",
@@ -160,7 +187,7 @@ def images() -> list[Image]:
                 *per_isa[isa],
                 *LINK_FLAGS,
                 "-T",
-                script,
+                link_script(isa, kind),
                 "-o",
                 f"{isa}/{kind}.elf",
                 *c_sources(),

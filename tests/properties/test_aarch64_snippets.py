@@ -5,7 +5,9 @@ Snippets mix straight-line records with forward branches (B, BL, B.cond, CBZ/CBN
 TBZ/TBNZ, and ADR-fed BR/BLR/RET); literal loads and ADR/ADRP-fed loads are aimed at the
 data buffer, as the pool's manifest prescribes.  Compared: x0-x30, sp, pc, NZCV, q0-q31,
 FPSR, the data buffer, the stack, and that the probe's hits equal the unprobed execution
-count of the probed instruction.
+count of the probed instruction.  Each example runs at one of two bases, drawn: the low
+``CODE`` or the kernel text address (0xffff800008000000); data and stack sit at fixed offsets
+from it.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kprobe_ref.sim import Machine
-from tests.helpers import run_to_end
+from tests.helpers import CODE, KERNEL_TEXT, run_to_end
 
 POOL = Path(__file__).parents[1] / "vectors" / "aarch64" / "pool.jsonl"
 RECORDS = [json.loads(line) for line in POOL.read_text().splitlines()]
 STRAIGHT = [r for r in RECORDS if not r["class"].endswith("_branch")]
 BRANCHES = [r for r in RECORDS if r["class"].endswith("_branch")]
 
-CODE, DATA, STACK = 0x40_0000, 0x48_0000, 0x70_0000
-"""The data buffer lies within the +-1 MiB reach of LDR (literal) and ADR from the code."""
-LIT_TARGET = DATA + 0x400
+BASES = (CODE, KERNEL_TEXT["aarch64"])
+DATA_OFF, STACK_OFF = 0x8_0000, 0x30_0000
+"""From the code base: the data buffer lies within the +-1 MiB reach of LDR (literal) and ADR
+from the code."""
+LIT_TARGET_OFF = DATA_OFF + 0x400
 GPRS = tuple(f"x{i}" for i in range(31) if i not in (19, 20, 21))
 REL_FIELDS = {"imm26": (0, 26), "imm19": (5, 19), "imm14": (5, 14)}
 
@@ -48,9 +52,9 @@ def _patch(word: int, kind: str, offset: int, pc: int) -> int:
         ((value >> 2) & 0x7FFFF) << 5)
 
 
-def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
-    """Lay the records out from CODE; returns the code and every instruction's address."""
-    starts, at = [], CODE
+def assemble(items: list[Item], base: int) -> tuple[bytes, list[int]]:
+    """Lay the records out from ``base``; returns the code and every instruction's address."""
+    starts, at = [], base
     for it in items:
         starts.append(at)
         at += int(str(it.record["len"]))
@@ -66,7 +70,7 @@ def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
                 j = min(i + 1 + it.skip, len(items))
                 target = starts[j] if j < len(items) else end
             else:
-                target = DATA if kind == "adrp" else LIT_TARGET
+                target = base + (DATA_OFF if kind == "adrp" else LIT_TARGET_OFF)
             part, pc = int(str(r["rel_part"])), here + 4 * int(str(r["rel_from"]))
             word = int.from_bytes(parts[part], "little")
             parts[part] = _patch(word, str(kind), target - pc, pc).to_bytes(4, "little")
@@ -91,41 +95,44 @@ state_st = st.fixed_dictionaries({
 })  # fmt: skip
 
 
-def _run(code: bytes, state: dict[str, object], probe_at: int | None,
+def _run(code: bytes, base: int, state: dict[str, object], probe_at: int | None,
          watch: int | None = None) -> tuple[object, ...]:
     m = Machine("aarch64")
-    m.map(CODE, 0x1000 + len(code), "rx")
-    m.write(CODE, code)
-    m.add_symbol("snippet", CODE, len(code))
-    m.map(DATA, 0x1000, "rw")
-    m.map(STACK, 0x2000, "rw")
-    m.write(DATA, bytes(state["data"]) * 64)  # type: ignore[arg-type]
+    data_at, stack_at = base + DATA_OFF, base + STACK_OFF
+    m.map(base, 0x1000 + len(code), "rx")
+    m.write(base, code)
+    m.add_symbol("snippet", base, len(code))
+    m.map(data_at, 0x1000, "rw")
+    m.map(stack_at, 0x2000, "rw")
+    m.write(data_at, bytes(state["data"]) * 64)  # type: ignore[arg-type]
     regs = m.arch.regs_class()
     for r in GPRS:
         regs.set(r, int(str(state[r])))
-    regs.set("x19", DATA)
-    regs.set("x20", DATA + 0x800)
-    regs.set("x21", DATA + 0x800)
-    regs.sp = STACK + 0x1000
+    regs.set("x19", data_at)
+    regs.set("x20", data_at + 0x800)
+    regs.set("x21", data_at + 0x800)
+    regs.sp = stack_at + 0x1000
     regs.pstate = int(str(state["nzcv"])) << 28
     m.set_regs(regs)
     for i, v in enumerate(state["q"]):  # type: ignore[arg-type]
         m.cpu.reg_write(f"q{i}", v)
     m.cpu.reg_write("fpcr", 0)
     m.cpu.reg_write("fpsr", 0)
-    pc, executed = run_to_end(m, CODE, code, probe_at, watch)
+    pc, executed = run_to_end(m, base, code, probe_at, watch)
     fp = (*(m.cpu.reg_read(f"q{i}") for i in range(32)), m.cpu.reg_read("fpsr"))
-    return pc, m.regs().as_dict(), fp, m.read(DATA, 0x1000), m.read(STACK, 0x2000), executed
+    return (pc, m.regs().as_dict(), fp, m.read(data_at, 0x1000), m.read(stack_at, 0x2000),
+            executed)
 
 
-@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16))
+@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16),
+       base=st.sampled_from(BASES))
 def test_random_snippet_probed_at_random_instruction(
-    items: list[Item], state: dict[str, object], pick: int
+    items: list[Item], state: dict[str, object], pick: int, base: int
 ) -> None:
-    code, insns = assemble(items)
+    code, insns = assemble(items, base)
     probe_at = insns[pick % len(insns)]
-    plain = _run(code, state, None, watch=probe_at)
-    probed = _run(code, state, probe_at)
+    plain = _run(code, base, state, None, watch=probe_at)
+    probed = _run(code, base, state, probe_at)
     assert probed[0] == plain[0], "final pc"
     assert probed[1] == plain[1], "general registers, sp, pc, nzcv"
     assert probed[2] == plain[2], "q0-q31, fpsr"

@@ -5,7 +5,9 @@ Snippets mix straight-line records (standard and compressed) with forward branch
 BGEU, JAL, C.J, C.BEQZ/C.BNEZ, and AUIPC-fed JALR/C.JR/C.JALR); AUIPC-fed loads and stores
 are aimed at the data buffer, as the pool's manifest prescribes.  Compared: x1-x31, pc,
 f0-f31, fcsr, the data buffer, the stack, and that the probe's hits equal the unprobed
-execution count of the probed instruction.
+execution count of the probed instruction.  Each example runs at one of two bases, drawn:
+the low ``CODE`` or the kernel text address (0xffffffff80200000); data and stack sit at fixed
+offsets from it.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kprobe_ref.sim import Machine
-from tests.helpers import run_to_end
+from tests.helpers import CODE, KERNEL_TEXT, run_to_end
 
 POOL = Path(__file__).parents[1] / "vectors" / "riscv64" / "pool.jsonl"
 RECORDS = [json.loads(line) for line in POOL.read_text().splitlines()]
 STRAIGHT = [r for r in RECORDS if not r["class"].endswith("_branch")]
 BRANCHES = [r for r in RECORDS if r["class"].endswith("_branch")]
 
-CODE, DATA, STACK = 0x40_0000, 0x60_0000, 0x70_0000
-LIT_TARGET = DATA + 0x400
-BASES = {"s0": DATA, "s1": DATA + 0x800, "s2": DATA, "s3": DATA + 0x800}
+CODE_BASES = (CODE, KERNEL_TEXT["riscv64"])
+DATA_OFF, STACK_OFF = 0x20_0000, 0x30_0000  # data and stack pages, from the code base
+LIT_TARGET_OFF = DATA_OFF + 0x400
+BASE_REGS = {"s0": 0, "s1": 0x800, "s2": 0, "s3": 0x800}  # offsets into the data page
 GPRS = ("ra", "gp", "tp", "t0", "t1", "t2", "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7",
         "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "t3", "t4", "t5", "t6")  # fmt: skip
 REACH = {"b": 4096, "j": 1 << 20, "cj": 2048, "cb": 256, "hi20_lo12i": 1 << 31}
@@ -72,9 +75,9 @@ def _patch(parts: list[bytes], kind: str, part: int, off: int) -> None:
     parts[part] = w.to_bytes(len(parts[part]), "little")
 
 
-def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
-    """Lay the records out from CODE; returns the code and every instruction's address."""
-    starts, at = [], CODE
+def assemble(items: list[Item], base: int) -> tuple[bytes, list[int]]:
+    """Lay the records out from ``base``; returns the code and every instruction's address."""
+    starts, at = [], base
     for it in items:
         starts.append(at)
         at += int(str(it.record["len"]))
@@ -94,7 +97,7 @@ def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
                     # out of reach (c.beqz/c.bnez: +-256 B): branch to the next record
                     target = starts[i] + len(b"".join(parts))
             else:
-                target = LIT_TARGET
+                target = base + LIT_TARGET_OFF
             _patch(parts, str(kind), int(str(r["rel_part"])), target - pc)
         insns.extend(addrs)
         code += b"".join(parts)
@@ -116,38 +119,41 @@ state_st = st.fixed_dictionaries({
 })  # fmt: skip
 
 
-def _run(code: bytes, state: dict[str, object], probe_at: int | None,
+def _run(code: bytes, base: int, state: dict[str, object], probe_at: int | None,
          watch: int | None = None) -> tuple[object, ...]:
     m = Machine("riscv64")
-    m.map(CODE, 0x1000 + len(code), "rx")
-    m.write(CODE, code)
-    m.add_symbol("snippet", CODE, len(code))
-    m.map(DATA, 0x1000, "rw")
-    m.map(STACK, 0x2000, "rw")
-    m.write(DATA, bytes(state["data"]) * 64)  # type: ignore[arg-type]
+    data_at, stack_at = base + DATA_OFF, base + STACK_OFF
+    m.map(base, 0x1000 + len(code), "rx")
+    m.write(base, code)
+    m.add_symbol("snippet", base, len(code))
+    m.map(data_at, 0x1000, "rw")
+    m.map(stack_at, 0x2000, "rw")
+    m.write(data_at, bytes(state["data"]) * 64)  # type: ignore[arg-type]
     regs = m.arch.regs_class()
     for r in GPRS:
         regs.set(r, int(str(state[r])))
-    for r, v in BASES.items():
-        regs.set(r, v)
-    regs.set("sp", STACK + 0x1000)
+    for r, v in BASE_REGS.items():
+        regs.set(r, data_at + v)
+    regs.set("sp", stack_at + 0x1000)
     m.set_regs(regs)
     for i, v in enumerate(state["f"]):  # type: ignore[arg-type]
         m.cpu.reg_write(f"f{i}", v)
     m.cpu.reg_write("fcsr", 0)
-    pc, executed = run_to_end(m, CODE, code, probe_at, watch)
+    pc, executed = run_to_end(m, base, code, probe_at, watch)
     fp = (*(m.cpu.reg_read(f"f{i}") for i in range(32)), m.cpu.reg_read("fcsr"))
-    return pc, m.regs().as_dict(), fp, m.read(DATA, 0x1000), m.read(STACK, 0x2000), executed
+    return (pc, m.regs().as_dict(), fp, m.read(data_at, 0x1000), m.read(stack_at, 0x2000),
+            executed)
 
 
-@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16))
+@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16),
+       base=st.sampled_from(CODE_BASES))
 def test_random_snippet_probed_at_random_instruction(
-    items: list[Item], state: dict[str, object], pick: int
+    items: list[Item], state: dict[str, object], pick: int, base: int
 ) -> None:
-    code, insns = assemble(items)
+    code, insns = assemble(items, base)
     probe_at = insns[pick % len(insns)]
-    plain = _run(code, state, None, watch=probe_at)
-    probed = _run(code, state, probe_at)
+    plain = _run(code, base, state, None, watch=probe_at)
+    probed = _run(code, base, state, probe_at)
     assert probed[0] == plain[0], "final pc"
     assert probed[1] == plain[1], "general registers, pc"
     assert probed[2] == plain[2], "f0-f31, fcsr"

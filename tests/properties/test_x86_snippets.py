@@ -3,6 +3,8 @@ end in the same register and memory state as unprobed (property (b) of the found
 
 Snippets mix straight-line records with forward branches (Jcc rel8/rel32, JMP, LOOP family);
 RIP-relative operands are aimed at the data buffer, as the pool's manifest prescribes.
+Each example runs at one of two bases, drawn: the low ``CODE`` or the kernel text address
+(0xffffffff81000000); the data and stack pages sit at fixed offsets from it, in rel32 reach.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kprobe_ref.sim import Machine
-from tests.helpers import run_to_end
+from tests.helpers import CODE, KERNEL_TEXT, run_to_end
 
 POOL = Path(__file__).parents[1] / "vectors" / "x86_64" / "pool.jsonl"
 RECORDS = [json.loads(line) for line in POOL.read_text().splitlines()]
@@ -31,8 +33,9 @@ STRAIGHT = [r for r in RECORDS if r["class"] not in
 BRANCHES = [r for r in RECORDS if r["class"] in
             ("jcc_rel8", "jcc_rel32", "jmp_rel8", "jmp_rel32", "loop_rel8")]
 
-CODE, DATA, STACK = 0x40_0000, 0x60_0000, 0x70_0000
-RIP_TARGET = DATA + 0x400
+BASES = (CODE, KERNEL_TEXT["x86_64"])
+DATA_OFF, STACK_OFF = 0x20_0000, 0x30_0000  # data and stack pages, from the code base
+RIP_TARGET_OFF = DATA_OFF + 0x400
 GPRS = ("rax", "rcx", "rdx", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 
@@ -46,9 +49,9 @@ def _patch(b: bytearray, off: int, size: int, value: int) -> None:
     b[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
-def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
-    """Lay the records out from CODE; returns the code and every instruction's address."""
-    starts, at = [], CODE
+def assemble(items: list[Item], base: int) -> tuple[bytes, list[int]]:
+    """Lay the records out from ``base``; returns the code and every instruction's address."""
+    starts, at = [], base
     for it in items:
         starts.append(at)
         at += int(str(it.record["len"]))
@@ -60,7 +63,8 @@ def assemble(items: list[Item]) -> tuple[bytes, list[int]]:
         here, rec_end = starts[i], starts[i] + len(raw)
         if r["rip_rel"]:
             align = int(str(r.get("mem_align") or 1))
-            _patch(raw, int(str(r["disp_offset"])), 4, (RIP_TARGET // align * align) - rec_end)
+            rip_target = (base + RIP_TARGET_OFF) // align * align
+            _patch(raw, int(str(r["disp_offset"])), 4, rip_target - rec_end)
         if r["rel_offset"] is not None:
             j = min(i + 1 + it.skip, len(items))
             target = starts[j] if j < len(items) else end
@@ -92,38 +96,41 @@ state_st = st.fixed_dictionaries({
 })  # fmt: skip
 
 
-def _run(code: bytes, state: dict[str, object], probe_at: int | None,
+def _run(code: bytes, base: int, state: dict[str, object], probe_at: int | None,
          watch: int | None = None) -> tuple[object, ...]:
     m = Machine("x86_64")
-    m.map(CODE, 0x1000 + len(code), "rx")
-    m.write(CODE, code)
-    m.add_symbol("snippet", CODE, len(code))
-    m.map(DATA, 0x1000, "rw")
-    m.map(STACK, 0x2000, "rw")
+    data_at, stack_at = base + DATA_OFF, base + STACK_OFF
+    m.map(base, 0x1000 + len(code), "rx")
+    m.write(base, code)
+    m.add_symbol("snippet", base, len(code))
+    m.map(data_at, 0x1000, "rw")
+    m.map(stack_at, 0x2000, "rw")
     data = bytes(state["data"]) * 64  # type: ignore[arg-type]
-    m.write(DATA, data)
+    m.write(data_at, data)
     regs = m.arch.regs_class()
     for r in GPRS:
         regs.set(r, int(str(state[r])))
-    regs.rbx = regs.rsi = DATA
-    regs.rsp = STACK + 0x1000
+    regs.rbx = regs.rsi = data_at
+    regs.rsp = stack_at + 0x1000
     regs.rflags = (int(str(state["flags"])) & 0x8D5) | 2
     m.set_regs(regs)
     for i, v in enumerate(state["xmm"]):  # type: ignore[arg-type]
         m.cpu.reg_write(f"xmm{i}", v)
     m.cpu.reg_write("mxcsr", 0x1F80)
-    pc, executed = run_to_end(m, CODE, code, probe_at, watch)
+    pc, executed = run_to_end(m, base, code, probe_at, watch)
     xmm = tuple(m.cpu.reg_read(f"xmm{i}") for i in range(16))
-    return pc, m.regs().as_dict(), xmm, m.read(DATA, 0x1000), m.read(STACK, 0x2000), executed
+    return (pc, m.regs().as_dict(), xmm, m.read(data_at, 0x1000), m.read(stack_at, 0x2000),
+            executed)
 
 
-@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16))
+@given(items=items_st, state=state_st, pick=st.integers(0, 1 << 16),
+       base=st.sampled_from(BASES))
 def test_random_snippet_probed_at_random_instruction(
-    items: list[Item], state: dict[str, object], pick: int
+    items: list[Item], state: dict[str, object], pick: int, base: int
 ) -> None:
-    code, insns = assemble(items)
+    code, insns = assemble(items, base)
     probe_at = insns[pick % len(insns)]
-    plain = _run(code, state, None, watch=probe_at)
-    probed = _run(code, state, probe_at)
+    plain = _run(code, base, state, None, watch=probe_at)
+    probed = _run(code, base, state, probe_at)
     assert probed[:5] == plain[:5]
     assert probed[5] == plain[5], "hits differ from unprobed executions"

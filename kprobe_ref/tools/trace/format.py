@@ -6,8 +6,8 @@ A line is the kernel's: the task, pid, CPU, five flag characters and the timesta
 
     myprobe: (gcd+0x0/0x40) a=0x30 b=0x12          kprobe: the probe's symbol+offset/size
     myret: (main+0x1c/0x40 <- gcd) ret=0x6         kretprobe: return site <- function
-    p_user_0x1040: (0x401040) arg1=0x5             uprobe: the address
-    ur: (0x401208 <- 0x401040) ret=0x6             uretprobe: return address <- function
+    p_user_0x1040: (0x10001040) arg1=0x5           uprobe: the address
+    ur: (0x10001208 <- 0x10001040) ret=0x6         uretprobe: return address <- function
 
 Values print by type as ``trace_probe.c`` prints them: ``u``/``s`` decimal, ``x`` and the
 default ``x64`` as ``0x%x``, ``char`` as ``'c'``, ``symbol`` as ``%pS``, strings quoted (a
@@ -54,7 +54,7 @@ class Record:
     kind: str
     """``kprobe``, ``kretprobe``, ``uprobe`` or ``uretprobe``."""
     site: str
-    """The parenthesised part: ``gcd+0x0/0x40``, ``main+0x1c/0x40 <- gcd``, ``0x401040``."""
+    """The parenthesised part: ``gcd+0x0/0x40``, ``main+0x1c/0x40 <- gcd``, ``0x10001040``."""
     addresses: dict[str, int]
     args: list[tuple[str, FetchType, int, Value]] = field(default_factory=list)
     """``(name, type, array count, value)`` per argument."""
