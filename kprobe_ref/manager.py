@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import enum
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -176,6 +177,10 @@ class ProbeEvent:
 
 Tracer = Callable[[ProbeEvent], None]
 
+OPTIMIZE_ENV = "KPROBE_REF_OPTIMIZE"
+"""An environment variable that, set to anything but ``0``, turns the jump optimizer on in
+every new manager (how the whole test suite is run with optimized probes)."""
+
 LOG = logging.getLogger("kprobe_ref")
 """Where handler failures are reported (a warning per failure)."""
 
@@ -195,9 +200,10 @@ class ProbeManager:
         """Boosted slot variant address -> point, until the slot is freed."""
         self.slot_garbage: list[ProbePoint] = []
         """Released points whose slots wait for a grace period before being freed."""
-        self.optimization = False
+        self.optimization = os.environ.get(OPTIMIZE_ENV, "") not in ("", "0")
         """Run the jump optimizer whenever a lifecycle operation settles (Linux's
-        ``debug.kprobes_optimization``; ``docs/optprobes.md``)."""
+        ``debug.kprobes_optimization``; ``docs/optprobes.md``).  Off unless the environment
+        sets :data:`OPTIMIZE_ENV`, so that trap counts stay those of breakpoints."""
         self.opt_entries: dict[int, ProbePoint] = {}
         """Detour host-call site -> optimized point, until the detour is freed."""
         self.opt_garbage: list[Optimized] = []
