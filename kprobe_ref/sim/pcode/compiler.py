@@ -7,6 +7,10 @@ inside the instruction's op list.  What differs per ISA (division, CALLOTHERs, t
 register, indirect branch targets) comes from the :class:`~kprobe_ref.sim.pcode.isa.base.
 IsaRecord`.  IMARKs are dropped; an opcode without semantics compiles to an op that stops
 with a FAULT naming it.
+
+:meth:`Compiler.instruction` turns the whole instruction into one function returning the
+next PC: the fast path of :mod:`kprobe_ref.sim.pcode.fast` when the compiler has an
+integer state and the instruction allows it, else a loop over the closures.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pypcode
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
 from kprobe_ref.sim.cpu import StopKind
+from kprobe_ref.sim.pcode.fast import FastCompiler, InsnFn
 from kprobe_ref.sim.pcode.isa.base import IsaRecord
 from kprobe_ref.sim.pcode.ops import (
     BINARY,
@@ -29,10 +34,10 @@ from kprobe_ref.sim.pcode.ops import (
     callother_action,
     float_semantics,
 )
-from kprobe_ref.sim.pcode.state import Space, State, Vn, vn
+from kprobe_ref.sim.pcode.state import IntegerState, Space, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
-__all__ = ["EXIT", "CompiledInsn", "Compiler", "Op"]
+__all__ = ["EXIT", "CompiledInsn", "Compiler", "InsnFn", "Op"]
 
 EXIT = -1
 """What a compiled op returns when the instruction continues at ``State.next_pc``."""
@@ -43,29 +48,71 @@ Op = Callable[[State], int]
 
 @dataclass
 class CompiledInsn:
-    """A cached, compiled instruction."""
+    """A cached, compiled instruction: ``run`` executes it and returns the next PC;
+    ``epoch`` is the :attr:`~kprobe_ref.sim.pcode.memory.Memory.epoch` at which its bytes
+    were last found executable; ``fast`` tells whether ``run`` is generated code."""
 
     pc: int
     length: int
     mnemonic: str
-    ops: list[Op]
-    reads_pc: bool
+    run: InsnFn
+    epoch: int = -1
+    fast: bool = False
+
+
+def run_ops(pc: int, length: int, mnemonic: str, ops: Sequence[Op],
+            pc_vn: Vn | None) -> InsnFn:
+    """Return the function running the closures ``ops`` of one instruction: the program
+    counter ``pc_vn`` (when the instruction reads it) is written with ``pc`` first; the
+    result is ``next_pc`` after a branch out, else ``pc + length`` (modulo 2**64)."""
+    n = len(ops)
+    fall = (pc + length) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def run(st: State) -> int:
+        if pc_vn is not None:
+            st.set(pc_vn, pc)
+        i = 0
+        while 0 <= i < n:
+            i = ops[i](st)
+        if i == EXIT:
+            nxt = st.next_pc
+            if not bits.is_concrete(nxt):
+                raise Trap(StopKind.FAULT, detail=f"symbolic branch target in {mnemonic}")
+            return nxt & 0xFFFF_FFFF_FFFF_FFFF
+        return fall
+
+    return run
 
 
 class Compiler:
     """Turns the P-code of one instruction of ``isa`` into closures (see the module
     docstring); ``pc_vn`` is the program counter's varnode and ``zero_vn`` the hard-wired
-    zero register's, if the ISA has one."""
+    zero register's, if the ISA has one.  With ``state`` (the CPU's integer state),
+    :meth:`instruction` generates the fast path over it."""
 
-    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None) -> None:
+    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None,
+                 state: IntegerState | None = None) -> None:
         self.isa = isa
         self.pc_vn = pc_vn
         self.zero_vn = zero_vn
+        self.fast = None if state is None else FastCompiler(state, self._out, isa.indirect_mask)
 
     def compile(self, pc: int, mnemonic: str, ops: Sequence[Any]) -> list[Op]:
         """Compile the ops of one instruction (IMARKs dropped)."""
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         return [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
+
+    def instruction(self, pc: int, length: int, mnemonic: str, ops: Sequence[Any]) -> CompiledInsn:
+        """Compile one instruction (its raw P-code ``ops``) into a :class:`CompiledInsn`."""
+        body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
+        closures = [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
+        reads_pc = any(vn(v) == self.pc_vn for op in body for v in op.inputs)
+        pc_vn = self.pc_vn if reads_pc else None
+        if self.fast is not None:
+            fn = self.fast.compile(pc, length, mnemonic, body, closures, pc_vn)
+            if fn is not None:
+                return CompiledInsn(pc, length, mnemonic, fn, fast=True)
+        return CompiledInsn(pc, length, mnemonic, run_ops(pc, length, mnemonic, closures, pc_vn))
 
     def _unimplemented(self, what: str, mnemonic: str, pc: int) -> Op:
         detail = f"unimplemented {what} in {mnemonic} at {pc:#x}"

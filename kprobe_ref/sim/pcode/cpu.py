@@ -18,7 +18,7 @@ import pypcode
 
 from kprobe_ref import bits
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
-from kprobe_ref.sim.pcode.compiler import EXIT, CompiledInsn, Compiler
+from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler
 from kprobe_ref.sim.pcode.isa import ISAS
 from kprobe_ref.sim.pcode.isa.base import Replacement
 from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
@@ -41,7 +41,9 @@ class PcodeCpu:
     """A :class:`~kprobe_ref.sim.cpu.Cpu` that interprets Ghidra P-code for ``isa`` (a key
     of :data:`~kprobe_ref.sim.pcode.isa.ISAS`)."""
 
-    def __init__(self, isa: str) -> None:
+    def __init__(self, isa: str, *, fast: bool = True) -> None:
+        """``fast=False`` runs every instruction on the generic closures instead of the
+        generated fast path (:mod:`kprobe_ref.sim.pcode.fast`); both compute the same."""
         record = ISAS.get(isa)
         if record is None:
             raise ValueError(f"unknown ISA {isa!r}; expected one of {sorted(ISAS)}")
@@ -53,7 +55,8 @@ class PcodeCpu:
         self.state.on_store = self._guest_store
         zero = record.zero_register
         self._compiler = Compiler(record, self.regmap[record.pc],
-                                  vn(self._sleigh_regs[zero]) if zero else None)
+                                  vn(self._sleigh_regs[zero]) if zero else None,
+                                  self.state if fast else None)
         self._cache: dict[int, CompiledInsn] = {}
         self._code_pages: dict[int, set[int]] = {}
         self.reservation: int | None = None
@@ -148,15 +151,14 @@ class PcodeCpu:
 
     def save_context(self) -> object:
         """Snapshot every register (the whole SLEIGH register space) and the reservation."""
-        chunks = {c: bytes(b) for c, b in self.state.regs.chunks.items()}
-        return (chunks, dict(self._packed_rest), self.reservation)
+        return (self.state.regs.snapshot(), dict(self._packed_rest), self.reservation)
 
     def restore_context(self, ctx: object) -> None:
         """Restore a snapshot taken by :meth:`save_context`."""
         assert isinstance(ctx, tuple) and len(ctx) == 3
         chunks, rest, self.reservation = ctx
         self._packed_rest = dict(rest)
-        self.state.regs.chunks = {c: bytearray(b) for c, b in chunks.items()}
+        self.state.regs.load(chunks)
 
     def _lookup(self, name: str) -> Vn:
         reg = self.regmap.get(name)
@@ -192,10 +194,8 @@ class PcodeCpu:
                 f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
         first = dx.instructions[0]
         mnemonic = f"{first.mnem} {first.body}".strip()
-        length = int(first.length)
-        ops = self._compiler.compile(pc, mnemonic, tx.ops)
-        reads_pc = any(vn(v) == self._compiler.pc_vn for op in tx.ops for v in op.inputs)
-        return self._remember(CompiledInsn(pc, length, mnemonic, ops, reads_pc))
+        return self._remember(self._compiler.instruction(pc, int(first.length), mnemonic,
+                                                         tx.ops))
 
     @staticmethod
     def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
@@ -203,15 +203,16 @@ class PcodeCpu:
         if replacement is None:
             return None
         mnemonic, effect = replacement
+        nxt = (pc + 4) & bits.mask(64)
 
-        def op(st: State) -> int:
+        def run(st: State) -> int:
             effect()
-            st.next_pc = (pc + 4) & bits.mask(64)
-            return EXIT
+            return nxt
 
-        return CompiledInsn(pc, 4, mnemonic, [op], False)
+        return CompiledInsn(pc, 4, mnemonic, run)
 
     def _remember(self, insn: CompiledInsn) -> CompiledInsn:
+        insn.epoch = self.mem.epoch
         self._cache[insn.pc] = insn
         for page in page_range(insn.pc, insn.length):
             self._code_pages.setdefault(page, set()).add(insn.pc)
@@ -225,40 +226,34 @@ class PcodeCpu:
         unicorn; one that cannot be fetched or decoded does not."""
         steps = 0
         st = self.state
-        pc_vn = self._compiler.pc_vn
+        mem = self.mem
+        cached = self._cache.get
+        watch = self.watch
         try:
             while True:
                 if pc in stop_at:
                     return self._stop(StopKind.STOP_AT, pc, steps)
                 if steps >= max_steps:
                     return self._stop(StopKind.STEP_LIMIT, pc, steps)
-                insn = self._cache.get(pc)
-                if insn is None or not self.mem.executable(pc, insn.length):
-                    insn = self._translate(pc)
+                insn = cached(pc)
+                if insn is None or insn.epoch != mem.epoch:
+                    insn = self._fetch(pc, insn)
                 steps += 1
-                if pc in self.watch:
+                if watch and pc in watch:
                     self.exec_counts[pc] += 1
-                if insn.reads_pc:
-                    st.set(pc_vn, pc)
-                pc = self._execute(insn, st)
+                pc = insn.run(st)
         except Trap as t:
             self.reservation = None
             return self._stop(t.kind, pc, steps, t.code, t.detail, t.fault_addr)
 
-    @staticmethod
-    def _execute(insn: CompiledInsn, st: State) -> int:
-        """Run one compiled instruction and return the address of the next one."""
-        ops = insn.ops
-        n = len(ops)
-        i = 0
-        while 0 <= i < n:
-            i = ops[i](st)
-        if i == EXIT:
-            nxt = st.next_pc
-            if not bits.is_concrete(nxt):
-                raise Trap(StopKind.FAULT, detail=f"symbolic branch target in {insn.mnemonic}")
-            return nxt & 0xFFFF_FFFF_FFFF_FFFF
-        return (insn.pc + insn.length) & 0xFFFF_FFFF_FFFF_FFFF
+    def _fetch(self, pc: int, insn: CompiledInsn | None) -> CompiledInsn:
+        """The instruction at ``pc``: the cached one while its bytes are still executable
+        (checked again only when the page map changed), else a new translation (which
+        raises :class:`Trap` when ``pc`` cannot be executed)."""
+        if insn is not None and self.mem.executable(pc, insn.length):
+            insn.epoch = self.mem.epoch
+            return insn
+        return self._translate(pc)
 
     def _stop(self, kind: StopKind, pc: int, steps: int, code: int = 0, detail: str = "",
               fault_addr: int | None = None) -> Stop:
