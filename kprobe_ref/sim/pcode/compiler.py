@@ -8,9 +8,11 @@ register, indirect branch targets) comes from the :class:`~kprobe_ref.sim.pcode.
 IsaRecord`.  IMARKs are dropped; an opcode without semantics compiles to an op that stops
 with a FAULT naming it.
 
-:meth:`Compiler.instruction` turns the whole instruction into one function returning the
-next PC: the fast path of :mod:`kprobe_ref.sim.pcode.fast` when the compiler has an
-integer state and the instruction allows it, else a loop over the closures.
+:meth:`Compiler.translation` compiles a whole instruction independently of any CPU (a
+:class:`Translation`, which the CPU may cache for every CPU of the ISA);
+:meth:`Translation.bind` makes it one function of a CPU's state returning the next PC: the
+fast path of :mod:`kprobe_ref.sim.pcode.fast` when the compiler generates it and the
+instruction allows it, else a loop over the closures.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pypcode
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
 from kprobe_ref.sim.cpu import StopKind
-from kprobe_ref.sim.pcode.fast import FastCompiler, InsnFn
+from kprobe_ref.sim.pcode.fast import FastCode, FastCompiler, InsnFn
 from kprobe_ref.sim.pcode.isa.base import IsaRecord
 from kprobe_ref.sim.pcode.ops import (
     BINARY,
@@ -37,7 +39,7 @@ from kprobe_ref.sim.pcode.ops import (
 from kprobe_ref.sim.pcode.state import IntegerState, Space, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
-__all__ = ["EXIT", "CompiledInsn", "Compiler", "InsnFn", "Op"]
+__all__ = ["EXIT", "CompiledInsn", "Compiler", "InsnFn", "Op", "Translation", "run_ops"]
 
 EXIT = -1
 """What a compiled op returns when the instruction continues at ``State.next_pc``."""
@@ -84,35 +86,54 @@ def run_ops(pc: int, length: int, mnemonic: str, ops: Sequence[Op],
     return run
 
 
+@dataclass(frozen=True)
+class Translation:
+    """One compiled instruction not yet bound to a CPU: its generic ``closures``, the
+    program counter's varnode ``pc_vn`` when it reads it, and its ``fast`` code if any."""
+
+    pc: int
+    length: int
+    mnemonic: str
+    closures: tuple[Op, ...]
+    pc_vn: Vn | None
+    fast: FastCode | None
+
+    def bind(self, state: IntegerState) -> CompiledInsn:
+        """Return the instruction as it runs on ``state``."""
+        if self.fast is not None:
+            return CompiledInsn(self.pc, self.length, self.mnemonic, self.fast.bind(state),
+                                fast=True)
+        return CompiledInsn(self.pc, self.length, self.mnemonic, run_ops(
+            self.pc, self.length, self.mnemonic, self.closures, self.pc_vn))
+
+
 class Compiler:
     """Turns the P-code of one instruction of ``isa`` into closures (see the module
     docstring); ``pc_vn`` is the program counter's varnode and ``zero_vn`` the hard-wired
-    zero register's, if the ISA has one.  With ``state`` (the CPU's integer state),
-    :meth:`instruction` generates the fast path over it."""
+    zero register's, if the ISA has one.  With ``fast``, :meth:`translation` also
+    generates the fast path."""
 
-    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None,
-                 state: IntegerState | None = None) -> None:
+    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None, fast: bool = False) -> None:
         self.isa = isa
         self.pc_vn = pc_vn
         self.zero_vn = zero_vn
-        self.fast = None if state is None else FastCompiler(state, self._out, isa.indirect_mask)
+        self.fast = FastCompiler(self._out, isa.indirect_mask) if fast else None
 
     def compile(self, pc: int, mnemonic: str, ops: Sequence[Any]) -> list[Op]:
         """Compile the ops of one instruction (IMARKs dropped)."""
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         return [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
 
-    def instruction(self, pc: int, length: int, mnemonic: str, ops: Sequence[Any]) -> CompiledInsn:
-        """Compile one instruction (its raw P-code ``ops``) into a :class:`CompiledInsn`."""
+    def translation(self, pc: int, length: int, mnemonic: str, ops: Sequence[Any]) -> Translation:
+        """Compile one instruction (its raw P-code ``ops``) into a :class:`Translation`."""
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
-        closures = [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
+        closures = tuple(self._op(pc, mnemonic, i, op) for i, op in enumerate(body))
         reads_pc = any(vn(v) == self.pc_vn for op in body for v in op.inputs)
         pc_vn = self.pc_vn if reads_pc else None
+        fast = None
         if self.fast is not None:
-            fn = self.fast.compile(pc, length, mnemonic, body, closures, pc_vn)
-            if fn is not None:
-                return CompiledInsn(pc, length, mnemonic, fn, fast=True)
-        return CompiledInsn(pc, length, mnemonic, run_ops(pc, length, mnemonic, closures, pc_vn))
+            fast = self.fast.compile(pc, length, mnemonic, body, closures, pc_vn)
+        return Translation(pc, length, mnemonic, closures, pc_vn, fast)
 
     def _unimplemented(self, what: str, mnemonic: str, pc: int) -> Op:
         detail = f"unimplemented {what} in {mnemonic} at {pc:#x}"

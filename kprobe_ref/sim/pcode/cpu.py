@@ -18,7 +18,7 @@ import pypcode
 
 from kprobe_ref import bits
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
-from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler
+from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler, Translation
 from kprobe_ref.sim.pcode.isa import ISAS
 from kprobe_ref.sim.pcode.isa.base import Replacement
 from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
@@ -26,6 +26,19 @@ from kprobe_ref.sim.pcode.state import IntegerState, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
 __all__ = ["PcodeCpu"]
+
+
+_TRANSLATIONS: dict[tuple[str, bool, int, bytes], Translation] = {}
+"""Compiled instructions shared by every CPU: (ISA, fast path, address, the bytes fetched
+there) -> translation.  The same bytes at the same address always translate alike."""
+
+_MAX_TRANSLATIONS = 1 << 16
+"""When the shared cache grows past this many entries it starts again empty."""
+
+
+_SMALL_WRITE = 64
+"""Writes up to this many bytes look up each address an overlapping instruction may start
+at; longer ones scan the cached instructions of the pages they touch."""
 
 
 @functools.cache
@@ -56,7 +69,8 @@ class PcodeCpu:
         zero = record.zero_register
         self._compiler = Compiler(record, self.regmap[record.pc],
                                   vn(self._sleigh_regs[zero]) if zero else None,
-                                  self.state if fast else None)
+                                  fast)
+        self._fast = fast
         self._cache: dict[int, CompiledInsn] = {}
         self._code_pages: dict[int, set[int]] = {}
         self.reservation: int | None = None
@@ -99,6 +113,13 @@ class PcodeCpu:
         """Drop cached translations that overlap ``[addr, addr + size)``."""
         if self.reservation is not None and addr <= self.reservation < addr + size:
             self.reservation = None
+        if size <= _SMALL_WRITE:
+            # An instruction overlapping the range starts at most MAX_INSN - 1 bytes before.
+            for pc in range(addr - MAX_INSN + 1, addr + size):
+                insn = self._cache.get(pc)
+                if insn is not None and addr < pc + insn.length:
+                    self._drop(insn)
+            return
         for page in page_range(addr - MAX_INSN, size + MAX_INSN):
             for pc in list(self._code_pages.get(page, ())):
                 insn = self._cache.get(pc)
@@ -185,6 +206,18 @@ class PcodeCpu:
             insn = self._replaced(pc, override(self, int.from_bytes(code[:4], "little")))
             if insn is not None:
                 return self._remember(insn)
+        key = (self.isa, self._fast, pc, code)
+        shared = _TRANSLATIONS.get(key)
+        if shared is None:
+            shared = self._compile(pc, code)
+            if len(_TRANSLATIONS) >= _MAX_TRANSLATIONS:
+                _TRANSLATIONS.clear()
+            _TRANSLATIONS[key] = shared
+        return self._remember(shared.bind(self.state))
+
+    def _compile(self, pc: int, code: bytes) -> Translation:
+        """Translate and compile the instruction in ``code`` at ``pc`` (raises
+        :class:`Trap` when SLEIGH cannot decode it)."""
         try:
             tx = self.ctx.translate(code, base_address=pc, max_instructions=1)
             dx = self.ctx.disassemble(code, base_address=pc, max_instructions=1)
@@ -194,8 +227,7 @@ class PcodeCpu:
                 f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
         first = dx.instructions[0]
         mnemonic = f"{first.mnem} {first.body}".strip()
-        return self._remember(self._compiler.instruction(pc, int(first.length), mnemonic,
-                                                         tx.ops))
+        return self._compiler.translation(pc, int(first.length), mnemonic, tx.ops)
 
     @staticmethod
     def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:

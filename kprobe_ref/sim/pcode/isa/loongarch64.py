@@ -63,15 +63,18 @@ class _View:
 
     def __init__(self, cpu: CpuAccess) -> None:
         self._cpu = cpu
+        self._state = cpu.state
+        self._gr = [cpu.regmap["r1"], *(cpu.regmap[f"r{n}"] for n in range(1, 32))]
+        """Varnode of general register ``n`` at index ``n`` (index 0 is never used)."""
 
     def gr(self, n: int) -> BV:
         """Return general register ``n`` (r0 reads 0)."""
-        return 0 if n == 0 else self._cpu.state.get(self._cpu.regmap[f"r{n}"])
+        return 0 if n == 0 else self._state.get(self._gr[n])
 
     def set_gr(self, n: int, value: BV) -> None:
         """Write general register ``n`` (writes to r0 are dropped)."""
         if n:
-            self._cpu.state.set(self._cpu.regmap[f"r{n}"], bits.wrap(value))
+            self._state.set(self._gr[n], bits.wrap(value))
 
     def fcc(self, n: int) -> BV:
         """Condition flag ``fcc<n>``."""
