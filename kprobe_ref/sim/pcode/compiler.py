@@ -88,15 +88,21 @@ def run_ops(pc: int, length: int, mnemonic: str, ops: Sequence[Op],
 
 @dataclass(frozen=True)
 class Translation:
-    """One compiled instruction not yet bound to a CPU: its generic ``closures``, the
-    program counter's varnode ``pc_vn`` when it reads it, and its ``fast`` code if any."""
+    """One compiled instruction not yet bound to a CPU: its bytes ``code``, its generic
+    ``closures``, the program counter's varnode ``pc_vn`` when it reads it, and its
+    ``fast`` code if any."""
 
     pc: int
-    length: int
+    code: bytes
     mnemonic: str
     closures: tuple[Op, ...]
     pc_vn: Vn | None
     fast: FastCode | None
+
+    @property
+    def length(self) -> int:
+        """The instruction's length in bytes."""
+        return len(self.code)
 
     def bind(self, state: IntegerState) -> CompiledInsn:
         """Return the instruction as it runs on ``state``."""
@@ -124,8 +130,10 @@ class Compiler:
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         return [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
 
-    def translation(self, pc: int, length: int, mnemonic: str, ops: Sequence[Any]) -> Translation:
-        """Compile one instruction (its raw P-code ``ops``) into a :class:`Translation`."""
+    def translation(self, pc: int, code: bytes, mnemonic: str, ops: Sequence[Any]) -> Translation:
+        """Compile one instruction (its bytes ``code`` and raw P-code ``ops``) into a
+        :class:`Translation`."""
+        length = len(code)
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         closures = tuple(self._op(pc, mnemonic, i, op) for i, op in enumerate(body))
         reads_pc = any(vn(v) == self.pc_vn for op in body for v in op.inputs)
@@ -133,7 +141,7 @@ class Compiler:
         fast = None
         if self.fast is not None:
             fast = self.fast.compile(pc, length, mnemonic, body, closures, pc_vn)
-        return Translation(pc, length, mnemonic, closures, pc_vn, fast)
+        return Translation(pc, code, mnemonic, closures, pc_vn, fast)
 
     def _unimplemented(self, what: str, mnemonic: str, pc: int) -> Op:
         detail = f"unimplemented {what} in {mnemonic} at {pc:#x}"

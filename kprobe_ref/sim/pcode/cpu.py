@@ -28,12 +28,16 @@ from kprobe_ref.sim.pcode.trap import Trap
 __all__ = ["PcodeCpu"]
 
 
-_TRANSLATIONS: dict[tuple[str, bool, int, bytes], Translation] = {}
-"""Compiled instructions shared by every CPU: (ISA, fast path, address, the bytes fetched
-there) -> translation.  The same bytes at the same address always translate alike."""
+_TRANSLATIONS: dict[tuple[str, bool, int], list[Translation]] = {}
+"""Compiled instructions shared by every CPU: (ISA, fast path, address) -> the
+translations made there, most recent first.  SLEIGH decodes an instruction from its own
+bytes only, so a translation applies wherever the fetched bytes start with its bytes."""
 
 _MAX_TRANSLATIONS = 1 << 16
-"""When the shared cache grows past this many entries it starts again empty."""
+"""When the shared cache holds this many addresses it starts again empty."""
+
+_PER_ADDRESS = 4
+"""Translations kept per address (code patched in place alternates between a few)."""
 
 
 _SMALL_WRITE = 64
@@ -206,14 +210,25 @@ class PcodeCpu:
             insn = self._replaced(pc, override(self, int.from_bytes(code[:4], "little")))
             if insn is not None:
                 return self._remember(insn)
-        key = (self.isa, self._fast, pc, code)
-        shared = _TRANSLATIONS.get(key)
-        if shared is None:
-            shared = self._compile(pc, code)
+        return self._remember(self._shared(pc, code).bind(self.state))
+
+    def _shared(self, pc: int, code: bytes) -> Translation:
+        """The translation of the instruction in ``code`` at ``pc`` from the shared cache,
+        made and remembered there when missing."""
+        key = (self.isa, self._fast, pc)
+        known = _TRANSLATIONS.get(key)
+        if known is not None:
+            for t in known:
+                if code.startswith(t.code):
+                    return t
+        made = self._compile(pc, code)
+        if known is None:
             if len(_TRANSLATIONS) >= _MAX_TRANSLATIONS:
                 _TRANSLATIONS.clear()
-            _TRANSLATIONS[key] = shared
-        return self._remember(shared.bind(self.state))
+            known = _TRANSLATIONS[key] = []
+        known.insert(0, made)
+        del known[_PER_ADDRESS:]
+        return made
 
     def _compile(self, pc: int, code: bytes) -> Translation:
         """Translate and compile the instruction in ``code`` at ``pc`` (raises
@@ -227,7 +242,7 @@ class PcodeCpu:
                 f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
         first = dx.instructions[0]
         mnemonic = f"{first.mnem} {first.body}".strip()
-        return self._compiler.translation(pc, int(first.length), mnemonic, tx.ops)
+        return self._compiler.translation(pc, code[: int(first.length)], mnemonic, tx.ops)
 
     @staticmethod
     def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
