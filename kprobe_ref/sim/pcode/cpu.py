@@ -82,6 +82,8 @@ class PcodeCpu:
         the reserved address, or None."""
         self._packed = {p.name: p for p in record.packed}
         self._packed_rest = dict.fromkeys(self._packed, 0)
+        self._plain: dict[str, tuple[int, int, bool]] = {}
+        """Registers looked up so far (see :meth:`_place`)."""
         self.watch: set[int] = set()
         """Addresses whose executions are counted in ``exec_counts``."""
         self.exec_counts: Counter[int] = Counter()
@@ -143,23 +145,35 @@ class PcodeCpu:
 
     def reg_read(self, name: str) -> int:
         """Read an architectural register, or any SLEIGH register by its Ghidra name."""
-        packed = self._packed.get(name)
-        if packed is not None:
-            return packed.compose(self._read_flag_byte, self._packed_rest[name])
-        reg = self._lookup(name)
-        return self.state.regs.read(reg.offset, reg.size)
+        where = self._plain.get(name)
+        if where is None:
+            packed = self._packed.get(name)
+            if packed is not None:
+                return packed.compose(self._read_flag_byte, self._packed_rest[name])
+            where = self._place(name)
+        return self.state.regs.read(where[0], where[1])
 
     def reg_write(self, name: str, value: int) -> None:
         """Write a register (modulo its width); a packed register of the ISA record (x86
-        ``rflags``, aarch64 ``nzcv``) is spread over Ghidra's one-byte flag registers."""
-        packed = self._packed.get(name)
-        if packed is not None:
-            self._packed_rest[name] = packed.spread(value, self._write_flag_byte)
-            return
+        ``rflags``, aarch64 ``nzcv``) is spread over Ghidra's one-byte flag registers;
+        writes to the hard-wired zero register are dropped."""
+        where = self._plain.get(name)
+        if where is None:
+            packed = self._packed.get(name)
+            if packed is not None:
+                self._packed_rest[name] = packed.spread(value, self._write_flag_byte)
+                return
+            where = self._place(name)
+        if where[2]:
+            self.state.regs.write(where[0], where[1], value)
+
+    def _place(self, name: str) -> tuple[int, int, bool]:
+        """Where register ``name`` (not a packed one) lives: offset, size and whether it
+        may be written (not the hard-wired zero register); remembered by name."""
         reg = self._lookup(name)
-        if self._compiler.zero_vn is not None and reg == self._compiler.zero_vn:
-            return
-        self.state.regs.write(reg.offset, reg.size, value)
+        zero = self._compiler.zero_vn
+        where = self._plain[name] = (reg.offset, reg.size, zero is None or reg != zero)
+        return where
 
     def reg_read_many(self, names: Sequence[str]) -> list[int]:
         """Read several registers."""
@@ -273,7 +287,7 @@ class PcodeCpu:
         unicorn; one that cannot be fetched or decoded does not."""
         steps = 0
         st = self.state
-        mem = self.mem
+        epoch = self.mem.epoch  # the page map cannot change while the guest runs
         cached = self._cache.get
         watch = self.watch
         try:
@@ -283,7 +297,7 @@ class PcodeCpu:
                 if steps >= max_steps:
                     return self._stop(StopKind.STEP_LIMIT, pc, steps)
                 insn = cached(pc)
-                if insn is None or insn.epoch != mem.epoch:
+                if insn is None or insn.epoch != epoch:
                     insn = self._fetch(pc, insn)
                 steps += 1
                 if watch and pc in watch:
