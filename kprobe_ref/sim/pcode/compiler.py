@@ -51,14 +51,12 @@ Op = Callable[[State], int]
 @dataclass
 class CompiledInsn:
     """A cached, compiled instruction: ``run`` executes it and returns the next PC;
-    ``epoch`` is the :attr:`~kprobe_ref.sim.pcode.memory.Memory.epoch` at which its bytes
-    were last found executable; ``fast`` tells whether ``run`` is generated code."""
+    ``fast`` tells whether ``run`` is generated code."""
 
     pc: int
     length: int
     mnemonic: str
     run: InsnFn
-    epoch: int = -1
     fast: bool = False
 
 

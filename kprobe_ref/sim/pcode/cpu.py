@@ -18,7 +18,7 @@ import pypcode
 
 from kprobe_ref import bits
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
-from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler, Translation
+from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler, InsnFn, Translation
 from kprobe_ref.sim.pcode.isa import ISAS
 from kprobe_ref.sim.pcode.isa.base import Replacement
 from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
@@ -76,6 +76,10 @@ class PcodeCpu:
                                   fast)
         self._fast = fast
         self._cache: dict[int, CompiledInsn] = {}
+        self._runs: dict[int, InsnFn] = {}
+        """The ``run`` of each cached instruction whose bytes were found executable while
+        the page map was at ``_runs_epoch`` (emptied when the epoch moves)."""
+        self._runs_epoch = self.mem.epoch
         self._code_pages: dict[int, set[int]] = {}
         self.reservation: int | None = None
         """The ``ll``/``sc`` reservation of override-implemented instructions (LoongArch):
@@ -134,6 +138,7 @@ class PcodeCpu:
 
     def _drop(self, insn: CompiledInsn) -> None:
         del self._cache[insn.pc]
+        self._runs.pop(insn.pc, None)
         for page in page_range(insn.pc, insn.length):
             pcs = self._code_pages.get(page)
             if pcs is not None:
@@ -273,7 +278,6 @@ class PcodeCpu:
         return CompiledInsn(pc, 4, mnemonic, run)
 
     def _remember(self, insn: CompiledInsn) -> CompiledInsn:
-        insn.epoch = self.mem.epoch
         self._cache[insn.pc] = insn
         for page in page_range(insn.pc, insn.length):
             self._code_pages.setdefault(page, set()).add(insn.pc)
@@ -287,8 +291,10 @@ class PcodeCpu:
         unicorn; one that cannot be fetched or decoded does not."""
         steps = 0
         st = self.state
-        epoch = self.mem.epoch  # the page map cannot change while the guest runs
-        cached = self._cache.get
+        if self._runs_epoch != self.mem.epoch:  # the page map cannot change during a run
+            self._runs.clear()
+            self._runs_epoch = self.mem.epoch
+        runs = self._runs.get
         watch = self.watch
         try:
             while True:
@@ -296,25 +302,26 @@ class PcodeCpu:
                     return self._stop(StopKind.STOP_AT, pc, steps)
                 if steps >= max_steps:
                     return self._stop(StopKind.STEP_LIMIT, pc, steps)
-                insn = cached(pc)
-                if insn is None or insn.epoch != epoch:
-                    insn = self._fetch(pc, insn)
+                run = runs(pc)
+                if run is None:
+                    run = self._fetch(pc)
                 steps += 1
                 if watch and pc in watch:
                     self.exec_counts[pc] += 1
-                pc = insn.run(st)
+                pc = run(st)
         except Trap as t:
             self.reservation = None
             return self._stop(t.kind, pc, steps, t.code, t.detail, t.fault_addr)
 
-    def _fetch(self, pc: int, insn: CompiledInsn | None) -> CompiledInsn:
-        """The instruction at ``pc``: the cached one while its bytes are still executable
-        (checked again only when the page map changed), else a new translation (which
-        raises :class:`Trap` when ``pc`` cannot be executed)."""
-        if insn is not None and self.mem.executable(pc, insn.length):
-            insn.epoch = self.mem.epoch
-            return insn
-        return self._translate(pc)
+    def _fetch(self, pc: int) -> InsnFn:
+        """The ``run`` of the instruction at ``pc``: the cached one if its bytes are still
+        executable, else a new translation's (which raises :class:`Trap` when ``pc``
+        cannot be executed)."""
+        insn = self._cache.get(pc)
+        if insn is None or not self.mem.executable(pc, insn.length):
+            insn = self._translate(pc)
+        self._runs[pc] = insn.run
+        return insn.run
 
     def _stop(self, kind: StopKind, pc: int, steps: int, code: int = 0, detail: str = "",
               fault_addr: int | None = None) -> Stop:
