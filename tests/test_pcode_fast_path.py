@@ -19,6 +19,7 @@ from kprobe_ref.corpus import bundled_image
 from kprobe_ref.sim.cpu import StopKind
 from kprobe_ref.sim.elf import read_image
 from kprobe_ref.sim.pcode import PAGE_SIZE, PcodeCpu
+from kprobe_ref.sim.pcode.cpu import WARM_UP
 
 ISAS = ("x86_64", "aarch64", "riscv64", "loongarch64")
 SCRATCH = 0x7000_0000
@@ -28,6 +29,7 @@ STATES = 2
 def _cpus(isa: str) -> tuple[PcodeCpu, PcodeCpu, list[int]]:
     image = read_image(bundled_image(isa), isa)
     cpus = (PcodeCpu(isa), PcodeCpu(isa, fast=False))
+    cpus[0].warm_up = 0  # generate the fast path at the first execution
     for cpu in cpus:
         for seg in image.segments:
             lo = seg.vaddr // PAGE_SIZE * PAGE_SIZE
@@ -77,6 +79,7 @@ def test_fast_path_is_taken_for_plain_integer_code() -> None:
     # add.d a0, a0, a1 and break 0 (a CALLOTHER run from the generated code) are
     # generated; slli.d a0, a0, 1 is an override and runs as one.
     cpu = PcodeCpu("loongarch64")
+    cpu.warm_up = 0
     cpu.map(0x10000, PAGE_SIZE, "rx")
     cpu.mem_write(0x10000, bytes.fromhex("84941000" "84044100" "00002a00"))
     cpu.reg_write("r4", 5)
@@ -84,3 +87,19 @@ def test_fast_path_is_taken_for_plain_integer_code() -> None:
     stop = cpu.run(0x10000, frozenset(), 10)
     assert (stop.kind, stop.pc, stop.steps, cpu.reg_read("r4")) == (StopKind.BREAK, 0x10008, 3, 24)
     assert [cpu._cache[a].fast for a in (0x10000, 0x10004, 0x10008)] == [True, False, True]
+
+
+def test_fast_path_is_generated_after_the_warm_up_executions() -> None:
+    # addi.w a0, a0, 1, then break 0, at an address no other test uses (translations are
+    # shared by every CPU, so one made elsewhere would arrive already generated).
+    base = 0x5A5A_0000
+    cpu = PcodeCpu("loongarch64")
+    cpu.map(base, PAGE_SIZE, "rx")
+    cpu.mem_write(base, bytes.fromhex("84048002" "00002a00"))
+    assert cpu.warm_up == WARM_UP > 0
+    seen = []
+    for n in range(1, WARM_UP + 3):
+        stop = cpu.run(base, frozenset({base + 4}), 10)
+        assert (stop.kind, cpu.reg_read("r4")) == (StopKind.STOP_AT, n)
+        seen.append(cpu._cache[base].fast)
+    assert seen == [False] * (WARM_UP - 1) + [True] * 3

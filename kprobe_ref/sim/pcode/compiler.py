@@ -84,31 +84,55 @@ def run_ops(pc: int, length: int, mnemonic: str, ops: Sequence[Op],
     return run
 
 
-@dataclass(frozen=True)
+@dataclass
 class Translation:
     """One compiled instruction not yet bound to a CPU: its bytes ``code``, its generic
-    ``closures``, the program counter's varnode ``pc_vn`` when it reads it, and its
-    ``fast`` code if any."""
+    ``closures`` and the program counter's varnode ``pc_vn`` when it reads it.  Its fast
+    code is generated on demand (:meth:`fast_code`) from ``pending``: the pypcode
+    translation (kept alive) and the ops, or None once generated or when the compiler
+    generates no fast path."""
 
     pc: int
     code: bytes
     mnemonic: str
     closures: tuple[Op, ...]
     pc_vn: Vn | None
-    fast: FastCode | None
+    pending: tuple[FastCompiler, object, tuple[Any, ...]] | None
+    fast: FastCode | None = None
 
     @property
     def length(self) -> int:
         """The instruction's length in bytes."""
         return len(self.code)
 
-    def bind(self, state: IntegerState) -> CompiledInsn:
-        """Return the instruction as it runs on ``state``."""
-        if self.fast is not None:
-            return CompiledInsn(self.pc, self.length, self.mnemonic, self.fast.bind(state),
-                                fast=True)
+    @property
+    def generated(self) -> bool:
+        """Whether the fast path was generated (or found impossible) already."""
+        return self.pending is None
+
+    def fast_code(self) -> FastCode | None:
+        """The fast path of the instruction, generated the first time it is asked for;
+        None when the instruction runs on its closures."""
+        if self.pending is not None:
+            generator, _, body = self.pending
+            self.fast = generator.compile(self.pc, self.length, self.mnemonic, body,
+                                          self.closures, self.pc_vn)
+            self.pending = None
+        return self.fast
+
+    def generic(self, state: IntegerState) -> CompiledInsn:
+        """Return the instruction running on its closures."""
         return CompiledInsn(self.pc, self.length, self.mnemonic, run_ops(
             self.pc, self.length, self.mnemonic, self.closures, self.pc_vn))
+
+    def bind(self, state: IntegerState) -> CompiledInsn:
+        """Return the instruction as it runs on ``state``: generated code if any (made now
+        if not yet), else the closures."""
+        fast = self.fast_code()
+        if fast is not None:
+            return CompiledInsn(self.pc, self.length, self.mnemonic, fast.bind(state),
+                                fast=True)
+        return self.generic(state)
 
 
 class Compiler:
@@ -128,18 +152,15 @@ class Compiler:
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         return [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
 
-    def translation(self, pc: int, code: bytes, mnemonic: str, ops: Sequence[Any]) -> Translation:
-        """Compile one instruction (its bytes ``code`` and raw P-code ``ops``) into a
-        :class:`Translation`."""
-        length = len(code)
-        body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
+    def translation(self, pc: int, code: bytes, mnemonic: str, tx: Any) -> Translation:
+        """Compile one instruction (its bytes ``code`` and pypcode translation ``tx``) into
+        a :class:`Translation` (its fast path is generated when first asked for)."""
+        body = tuple(op for op in tx.ops if op.opcode != pypcode.OpCode.IMARK)
         closures = tuple(self._op(pc, mnemonic, i, op) for i, op in enumerate(body))
         reads_pc = any(vn(v) == self.pc_vn for op in body for v in op.inputs)
         pc_vn = self.pc_vn if reads_pc else None
-        fast = None
-        if self.fast is not None:
-            fast = self.fast.compile(pc, length, mnemonic, body, closures, pc_vn)
-        return Translation(pc, code, mnemonic, closures, pc_vn, fast)
+        pending = None if self.fast is None else (self.fast, tx, body)
+        return Translation(pc, code, mnemonic, closures, pc_vn, pending)
 
     def _unimplemented(self, what: str, mnemonic: str, pc: int) -> Op:
         detail = f"unimplemented {what} in {mnemonic} at {pc:#x}"

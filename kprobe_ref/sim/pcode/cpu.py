@@ -40,6 +40,11 @@ _PER_ADDRESS = 4
 """Translations kept per address (code patched in place alternates between a few)."""
 
 
+WARM_UP = 8
+"""How many times an instruction runs on its closures before its fast path is generated:
+generating costs about as much as a few executions, and code run only a few times (a
+breakpoint, an out-of-line slot) is not worth it."""
+
 _SMALL_WRITE = 64
 """Writes up to this many bytes look up each address an overlapping instruction may start
 at; longer ones scan the cached instructions of the pages they touch."""
@@ -75,6 +80,9 @@ class PcodeCpu:
                                   vn(self._sleigh_regs[zero]) if zero else None,
                                   fast)
         self._fast = fast
+        self.warm_up = WARM_UP if fast else 0
+        """Executions of a newly translated instruction on its closures before its fast
+        path is generated (0: at once)."""
         self._cache: dict[int, CompiledInsn] = {}
         self._runs: dict[int, InsnFn] = {}
         """The ``run`` of each cached instruction whose bytes were found executable while
@@ -229,7 +237,32 @@ class PcodeCpu:
             insn = self._replaced(pc, override(self, int.from_bytes(code[:4], "little")))
             if insn is not None:
                 return self._remember(insn)
-        return self._remember(self._shared(pc, code).bind(self.state))
+        shared = self._shared(pc, code)
+        if shared.generated or self.warm_up <= 0:
+            return self._remember(shared.bind(self.state))
+        insn = shared.generic(self.state)
+        insn.run = self._warming(shared, insn, insn.run)
+        return self._remember(insn)
+
+    def _warming(self, shared: Translation, insn: CompiledInsn, generic: InsnFn) -> InsnFn:
+        """Return ``generic`` counting executions: the ``warm_up``-th one first replaces the
+        instruction's ``run`` with its fast path (or plain ``generic`` when it has none)."""
+        left = self.warm_up
+
+        def run(st: State) -> int:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                self._heat(shared, insn, generic)
+            return generic(st)
+
+        return run
+
+    def _heat(self, shared: Translation, insn: CompiledInsn, generic: InsnFn) -> None:
+        fast = shared.fast_code()
+        insn.run, insn.fast = (generic, False) if fast is None else (fast.bind(self.state), True)
+        if self._cache.get(insn.pc) is insn and insn.pc in self._runs:
+            self._runs[insn.pc] = insn.run
 
     def _shared(self, pc: int, code: bytes) -> Translation:
         """The translation of the instruction in ``code`` at ``pc`` from the shared cache,
@@ -261,7 +294,7 @@ class PcodeCpu:
                 f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
         first = dx.instructions[0]
         mnemonic = f"{first.mnem} {first.body}".strip()
-        return self._compiler.translation(pc, code[: int(first.length)], mnemonic, tx.ops)
+        return self._compiler.translation(pc, code[: int(first.length)], mnemonic, tx)
 
     @staticmethod
     def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
