@@ -33,8 +33,10 @@ _TRANSLATIONS: dict[tuple[str, bool, int], list[Translation]] = {}
 translations made there, most recent first.  SLEIGH decodes an instruction from its own
 bytes only, so a translation applies wherever the fetched bytes start with its bytes."""
 
-_MAX_TRANSLATIONS = 1 << 16
-"""When the shared cache holds this many addresses it starts again empty."""
+_MAX_TRANSLATIONS = 1 << 13
+"""When the shared cache holds this many addresses it starts again empty (a translation
+not yet generated holds its pypcode translation, some 16 KiB with its closures; this keeps
+the cache near 128 MiB at most)."""
 
 _PER_ADDRESS = 4
 """Translations kept per address (code patched in place alternates between a few)."""
