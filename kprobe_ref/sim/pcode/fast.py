@@ -2,8 +2,9 @@
 
 The CPU runs on an :class:`~kprobe_ref.sim.pcode.state.IntegerState`, so every value is a
 plain integer.  :class:`FastCompiler` writes the P-code of a whole instruction as the source
-of a single function over plain integers and compiles it once, when the instruction enters
-the translation cache.  The function computes exactly what the generic closures of
+of a single function over plain integers and compiles it once per translation (the CPU
+asks for it after a few executions on the closures, ``kprobe_ref.sim.pcode.cpu.WARM_UP``).
+The function computes exactly what the generic closures of
 :mod:`kprobe_ref.sim.pcode.compiler` compute (which follow :mod:`kprobe_ref.bits`); it only
 avoids their per-value costs:
 
@@ -23,7 +24,7 @@ is written only where the bound exceeds the width of the destination.
 Ops without a plain-integer form here (division, floating point, CALLOTHERs, direct RAM
 varnodes, an opcode without semantics, a SUBPIECE beyond its input) call their generic
 closure from inside the generated function; the unique temporaries it reads are handed
-to it through ``State.unique`` and its result is read back.  An instruction that branches
+to it through ``IntegerState.unique`` and its result is read back.  An instruction that branches
 inside itself (a P-code relative branch), reads a temporary it did not write first with the
 same offset and at least the same size, or touches a register across two chunks of the
 register file is not generated at all: it runs on the generic closures.
@@ -65,6 +66,7 @@ class _Val:
 
 
 def _hex(x: int) -> str:
+    """A literal of the generated source (hexadecimal, so masks read as masks)."""
     return hex(x)
 
 
