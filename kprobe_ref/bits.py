@@ -110,6 +110,10 @@ def _z(x: BV, w: int) -> z3.BitVecRef:
 
 
 def _any_sym(*xs: Any) -> bool:
+    """Tell whether any of ``xs`` is a Z3 term; two operands (the usual case, asked before
+    every concrete operation) are tested without a generator."""
+    if len(xs) == 2:
+        return isinstance(xs[0], z3.ExprRef) or isinstance(xs[1], z3.ExprRef)
     return any(is_symbolic(x) for x in xs)
 
 

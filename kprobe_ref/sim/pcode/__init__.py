@@ -10,33 +10,38 @@ The package, in reading order:
 - :mod:`.memory`: sparse pages with permissions;
 - :mod:`.state`: varnodes, the :class:`State` protocol and the :class:`IntegerState`;
 - :mod:`.ops`: what each P-code operation computes (through :mod:`kprobe_ref.bits`);
-- :mod:`.compiler`: one instruction's P-code compiled into closures;
+- :mod:`.fast`: the concrete fast path, one instruction as one generated function;
+- :mod:`.compiler`: one instruction's P-code compiled into closures (and the fast path);
 - :mod:`.isa`: one record per ISA, everything the CPU does differently per ISA;
 - :mod:`.overrides`: corrections to Ghidra's specifications (LoongArch, aarch64);
 - :mod:`.cpu`: :class:`PcodeCpu`, the fetch/translate/run loop.
 
 How one instruction runs:
 
-1. The PC's page must be mapped executable.  The instruction is looked up in the translation
-   cache; on a miss its bytes are fetched (at most 16, never across a page the guest may not
-   execute), translated with ``max_instructions=1`` and compiled: each P-code op becomes a
-   small closure over a :class:`State`.  Where the ISA record has overrides, the word first
-   goes through them (:mod:`.overrides.loongarch64`, :mod:`.overrides.aarch64`), which
-   replace Ghidra's P-code where the specification is wrong.
-2. The closures run in order.  Each returns the index of the next op, or ``EXIT`` after it
-   set ``State.next_pc`` (a branch out of the instruction).  Relative branches (a target in
-   the constant space) move inside the instruction's op list.
+1. The PC's page must be mapped executable.  The instruction is looked up in the
+   translation cache; on a miss its bytes are fetched (at most 16, never across a page the
+   guest may not execute), translated with ``max_instructions=1`` and compiled: each P-code
+   op becomes a small closure over a :class:`State`, and the whole instruction also becomes
+   one generated function over plain integers (:mod:`.fast`) unless it needs the closures.
+   Translations are shared by every CPU of the ISA.  Where the ISA record has overrides,
+   the word first goes through them (:mod:`.overrides.loongarch64`,
+   :mod:`.overrides.aarch64`), which replace Ghidra's P-code where the specification is
+   wrong.
+2. The generated function runs, computing what the closures compute and returning the
+   next PC; or the closures run in order.  Each returns the index of the next op, or
+   ``EXIT`` after it set ``State.next_pc`` (a branch out of the instruction).  Relative
+   branches (a target in the constant space) move inside the instruction's op list.
 3. Traps (breakpoints, system calls, faults, unimplemented operations) raise
-   :class:`Trap`; the run loop turns it into a :class:`~kprobe_ref.sim.cpu.Stop` whose ``pc``
-   is the address of the instruction.  A faulting instruction may leave the registers it
-   wrote before the fault written (the machine treats a fault as fatal).
+   :class:`Trap`; the run loop turns it into a :class:`~kprobe_ref.sim.cpu.Stop` whose
+   ``pc`` is the address of the instruction.  A faulting instruction may leave the
+   registers it wrote before the fault written (the machine treats a fault as fatal).
 
-Every arithmetic and logic operation goes through :mod:`kprobe_ref.bits`, and all values
-flow through the :class:`State` protocol, so a symbolic state can later run the same
-compiled ops.  Floating-point ops are concrete only (IEEE single and double through
-``struct``).  The user-defined operations (``CALLOTHER``) each ISA implements are listed in
-its record (:data:`CALLOTHERS` gathers them); anything else stops the CPU with a FAULT
-naming it.
+In the closures every arithmetic and logic operation goes through :mod:`kprobe_ref.bits`,
+and all values flow through the :class:`State` protocol, so a symbolic state can later run
+the same compiled ops; the generated functions are their concrete equivalent.
+Floating-point ops are concrete only (IEEE single and double through ``struct``).  The
+user-defined operations (``CALLOTHER``) each ISA implements are listed in its record
+(:data:`CALLOTHERS` gathers them); anything else stops the CPU with a FAULT naming it.
 """
 
 from __future__ import annotations

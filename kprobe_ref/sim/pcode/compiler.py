@@ -7,6 +7,12 @@ inside the instruction's op list.  What differs per ISA (division, CALLOTHERs, t
 register, indirect branch targets) comes from the :class:`~kprobe_ref.sim.pcode.isa.base.
 IsaRecord`.  IMARKs are dropped; an opcode without semantics compiles to an op that stops
 with a FAULT naming it.
+
+:meth:`Compiler.translation` compiles a whole instruction independently of any CPU (a
+:class:`Translation`, which the CPU may cache for every CPU of the ISA);
+:meth:`Translation.bind` makes it one function of a CPU's state returning the next PC: the
+fast path of :mod:`kprobe_ref.sim.pcode.fast` when the compiler generates it and the
+instruction allows it, else a loop over the closures.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pypcode
 from kprobe_ref import bits
 from kprobe_ref.bits import BV
 from kprobe_ref.sim.cpu import StopKind
+from kprobe_ref.sim.pcode.fast import FastCode, FastCompiler, InsnFn
 from kprobe_ref.sim.pcode.isa.base import IsaRecord
 from kprobe_ref.sim.pcode.ops import (
     BINARY,
@@ -29,10 +36,10 @@ from kprobe_ref.sim.pcode.ops import (
     callother_action,
     float_semantics,
 )
-from kprobe_ref.sim.pcode.state import Space, State, Vn, vn
+from kprobe_ref.sim.pcode.state import IntegerState, Space, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
-__all__ = ["EXIT", "CompiledInsn", "Compiler", "Op"]
+__all__ = ["EXIT", "CompiledInsn", "Compiler", "InsnFn", "Op", "Translation", "run_ops"]
 
 EXIT = -1
 """What a compiled op returns when the instruction continues at ``State.next_pc``."""
@@ -43,29 +50,117 @@ Op = Callable[[State], int]
 
 @dataclass
 class CompiledInsn:
-    """A cached, compiled instruction."""
+    """A cached, compiled instruction: ``run`` executes it and returns the next PC;
+    ``fast`` tells whether ``run`` is generated code."""
 
     pc: int
     length: int
     mnemonic: str
-    ops: list[Op]
-    reads_pc: bool
+    run: InsnFn
+    fast: bool = False
+
+
+def run_ops(pc: int, length: int, mnemonic: str, ops: Sequence[Op],
+            pc_vn: Vn | None) -> InsnFn:
+    """Return the function running the closures ``ops`` of one instruction: the program
+    counter ``pc_vn`` (when the instruction reads it) is written with ``pc`` first; the
+    result is ``next_pc`` after a branch out, else ``pc + length`` (modulo 2**64)."""
+    n = len(ops)
+    fall = (pc + length) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def run(st: State) -> int:
+        if pc_vn is not None:
+            st.set(pc_vn, pc)
+        i = 0
+        while 0 <= i < n:
+            i = ops[i](st)
+        if i == EXIT:
+            nxt = st.next_pc
+            if not bits.is_concrete(nxt):
+                raise Trap(StopKind.FAULT, detail=f"symbolic branch target in {mnemonic}")
+            return nxt & 0xFFFF_FFFF_FFFF_FFFF
+        return fall
+
+    return run
+
+
+@dataclass
+class Translation:
+    """One compiled instruction not yet bound to a CPU: its bytes ``code``, its generic
+    ``closures`` and the program counter's varnode ``pc_vn`` when it reads it.  Its fast
+    code is generated on demand (:meth:`fast_code`) from ``pending``: the pypcode
+    translation (kept alive) and the ops, or None once generated or when the compiler
+    generates no fast path."""
+
+    pc: int
+    code: bytes
+    mnemonic: str
+    closures: tuple[Op, ...]
+    pc_vn: Vn | None
+    pending: tuple[FastCompiler, object, tuple[Any, ...]] | None
+    fast: FastCode | None = None
+
+    @property
+    def length(self) -> int:
+        """The instruction's length in bytes."""
+        return len(self.code)
+
+    @property
+    def generated(self) -> bool:
+        """Whether the fast path was generated (or found impossible) already."""
+        return self.pending is None
+
+    def fast_code(self) -> FastCode | None:
+        """The fast path of the instruction, generated the first time it is asked for;
+        None when the instruction runs on its closures."""
+        if self.pending is not None:
+            generator, _, body = self.pending
+            self.fast = generator.compile(self.pc, self.length, self.mnemonic, body,
+                                          self.closures, self.pc_vn)
+            self.pending = None
+        return self.fast
+
+    def generic(self, state: IntegerState) -> CompiledInsn:
+        """Return the instruction running on its closures."""
+        return CompiledInsn(self.pc, self.length, self.mnemonic, run_ops(
+            self.pc, self.length, self.mnemonic, self.closures, self.pc_vn))
+
+    def bind(self, state: IntegerState) -> CompiledInsn:
+        """Return the instruction as it runs on ``state``: generated code if any (made now
+        if not yet), else the closures."""
+        fast = self.fast_code()
+        if fast is not None:
+            return CompiledInsn(self.pc, self.length, self.mnemonic, fast.bind(state),
+                                fast=True)
+        return self.generic(state)
 
 
 class Compiler:
     """Turns the P-code of one instruction of ``isa`` into closures (see the module
     docstring); ``pc_vn`` is the program counter's varnode and ``zero_vn`` the hard-wired
-    zero register's, if the ISA has one."""
+    zero register's, if the ISA has one.  With ``fast``, :meth:`translation` also
+    generates the fast path."""
 
-    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None) -> None:
+    def __init__(self, isa: IsaRecord, pc_vn: Vn, zero_vn: Vn | None, fast: bool = False) -> None:
         self.isa = isa
         self.pc_vn = pc_vn
         self.zero_vn = zero_vn
+        self.fast = FastCompiler(self._out, isa.indirect_mask) if fast else None
 
     def compile(self, pc: int, mnemonic: str, ops: Sequence[Any]) -> list[Op]:
         """Compile the ops of one instruction (IMARKs dropped)."""
         body = [op for op in ops if op.opcode != pypcode.OpCode.IMARK]
         return [self._op(pc, mnemonic, i, op) for i, op in enumerate(body)]
+
+    def translation(self, pc: int, code: bytes, mnemonic: str, tx: Any) -> Translation:
+        """Compile one instruction (its bytes ``code`` and pypcode translation ``tx``) into
+        a :class:`Translation` (its fast path is generated when first asked for)."""
+        body = tuple(op for op in tx.ops if op.opcode != pypcode.OpCode.IMARK)
+        closures = tuple(self._op(pc, mnemonic, i, op) for i, op in enumerate(body))
+        reads_pc = any(vn(v) == self.pc_vn for op in body for v in op.inputs)
+        pc_vn = self.pc_vn if reads_pc else None
+        pending = None if self.fast is None else (self.fast, tx, body)
+        return Translation(pc, code, mnemonic, closures, pc_vn, pending)
 
     def _unimplemented(self, what: str, mnemonic: str, pc: int) -> Op:
         detail = f"unimplemented {what} in {mnemonic} at {pc:#x}"

@@ -18,7 +18,7 @@ import pypcode
 
 from kprobe_ref import bits
 from kprobe_ref.sim.cpu import Perms, Stop, StopKind
-from kprobe_ref.sim.pcode.compiler import EXIT, CompiledInsn, Compiler
+from kprobe_ref.sim.pcode.compiler import CompiledInsn, Compiler, InsnFn, Translation
 from kprobe_ref.sim.pcode.isa import ISAS
 from kprobe_ref.sim.pcode.isa.base import Replacement
 from kprobe_ref.sim.pcode.memory import MAX_INSN, PAGE_SHIFT, Memory, page_range
@@ -26,6 +26,30 @@ from kprobe_ref.sim.pcode.state import IntegerState, State, Vn, vn
 from kprobe_ref.sim.pcode.trap import Trap
 
 __all__ = ["PcodeCpu"]
+
+
+_TRANSLATIONS: dict[tuple[str, bool, int], list[Translation]] = {}
+"""Compiled instructions shared by every CPU: (ISA, fast path, address) -> the
+translations made there, most recent first.  SLEIGH decodes an instruction from its own
+bytes only, so a translation applies wherever the fetched bytes start with its bytes."""
+
+_MAX_TRANSLATIONS = 1 << 13
+"""When the shared cache holds this many addresses it starts again empty (a translation
+not yet generated holds its pypcode translation, some 16 KiB with its closures; this keeps
+the cache near 128 MiB at most)."""
+
+_PER_ADDRESS = 4
+"""Translations kept per address (code patched in place alternates between a few)."""
+
+
+WARM_UP = 8
+"""How many times an instruction runs on its closures before its fast path is generated:
+generating costs about as much as a few executions, and code run only a few times (a
+breakpoint, an out-of-line slot) is not worth it."""
+
+_SMALL_WRITE = 64
+"""Writes up to this many bytes look up each address an overlapping instruction may start
+at; longer ones scan the cached instructions of the pages they touch."""
 
 
 @functools.cache
@@ -41,7 +65,9 @@ class PcodeCpu:
     """A :class:`~kprobe_ref.sim.cpu.Cpu` that interprets Ghidra P-code for ``isa`` (a key
     of :data:`~kprobe_ref.sim.pcode.isa.ISAS`)."""
 
-    def __init__(self, isa: str) -> None:
+    def __init__(self, isa: str, *, fast: bool = True) -> None:
+        """``fast=False`` runs every instruction on the generic closures instead of the
+        generated fast path (:mod:`kprobe_ref.sim.pcode.fast`); both compute the same."""
         record = ISAS.get(isa)
         if record is None:
             raise ValueError(f"unknown ISA {isa!r}; expected one of {sorted(ISAS)}")
@@ -53,14 +79,25 @@ class PcodeCpu:
         self.state.on_store = self._guest_store
         zero = record.zero_register
         self._compiler = Compiler(record, self.regmap[record.pc],
-                                  vn(self._sleigh_regs[zero]) if zero else None)
+                                  vn(self._sleigh_regs[zero]) if zero else None,
+                                  fast)
+        self._fast = fast
+        self.warm_up = WARM_UP if fast else 0
+        """Executions of a newly translated instruction on its closures before its fast
+        path is generated (0: at once)."""
         self._cache: dict[int, CompiledInsn] = {}
+        self._runs: dict[int, InsnFn] = {}
+        """The ``run`` of each cached instruction whose bytes were found executable while
+        the page map was at ``_runs_epoch`` (emptied when the epoch moves)."""
+        self._runs_epoch = self.mem.epoch
         self._code_pages: dict[int, set[int]] = {}
         self.reservation: int | None = None
         """The ``ll``/``sc`` reservation of override-implemented instructions (LoongArch):
         the reserved address, or None."""
         self._packed = {p.name: p for p in record.packed}
         self._packed_rest = dict.fromkeys(self._packed, 0)
+        self._plain: dict[str, tuple[int, int, bool]] = {}
+        """Registers looked up so far (see :meth:`_place`)."""
         self.watch: set[int] = set()
         """Addresses whose executions are counted in ``exec_counts``."""
         self.exec_counts: Counter[int] = Counter()
@@ -96,6 +133,13 @@ class PcodeCpu:
         """Drop cached translations that overlap ``[addr, addr + size)``."""
         if self.reservation is not None and addr <= self.reservation < addr + size:
             self.reservation = None
+        if size <= _SMALL_WRITE:
+            # An instruction overlapping the range starts at most MAX_INSN - 1 bytes before.
+            for pc in range(addr - MAX_INSN + 1, addr + size):
+                insn = self._cache.get(pc)
+                if insn is not None and addr < pc + insn.length:
+                    self._drop(insn)
+            return
         for page in page_range(addr - MAX_INSN, size + MAX_INSN):
             for pc in list(self._code_pages.get(page, ())):
                 insn = self._cache.get(pc)
@@ -104,6 +148,7 @@ class PcodeCpu:
 
     def _drop(self, insn: CompiledInsn) -> None:
         del self._cache[insn.pc]
+        self._runs.pop(insn.pc, None)
         for page in page_range(insn.pc, insn.length):
             pcs = self._code_pages.get(page)
             if pcs is not None:
@@ -115,23 +160,35 @@ class PcodeCpu:
 
     def reg_read(self, name: str) -> int:
         """Read an architectural register, or any SLEIGH register by its Ghidra name."""
-        packed = self._packed.get(name)
-        if packed is not None:
-            return packed.compose(self._read_flag_byte, self._packed_rest[name])
-        reg = self._lookup(name)
-        return self.state.regs.read(reg.offset, reg.size)
+        where = self._plain.get(name)
+        if where is None:
+            packed = self._packed.get(name)
+            if packed is not None:
+                return packed.compose(self._read_flag_byte, self._packed_rest[name])
+            where = self._place(name)
+        return self.state.regs.read(where[0], where[1])
 
     def reg_write(self, name: str, value: int) -> None:
         """Write a register (modulo its width); a packed register of the ISA record (x86
-        ``rflags``, aarch64 ``nzcv``) is spread over Ghidra's one-byte flag registers."""
-        packed = self._packed.get(name)
-        if packed is not None:
-            self._packed_rest[name] = packed.spread(value, self._write_flag_byte)
-            return
+        ``rflags``, aarch64 ``nzcv``) is spread over Ghidra's one-byte flag registers;
+        writes to the hard-wired zero register are dropped."""
+        where = self._plain.get(name)
+        if where is None:
+            packed = self._packed.get(name)
+            if packed is not None:
+                self._packed_rest[name] = packed.spread(value, self._write_flag_byte)
+                return
+            where = self._place(name)
+        if where[2]:
+            self.state.regs.write(where[0], where[1], value)
+
+    def _place(self, name: str) -> tuple[int, int, bool]:
+        """Where register ``name`` (not a packed one) lives: offset, size and whether it
+        may be written (not the hard-wired zero register); remembered by name."""
         reg = self._lookup(name)
-        if self._compiler.zero_vn is not None and reg == self._compiler.zero_vn:
-            return
-        self.state.regs.write(reg.offset, reg.size, value)
+        zero = self._compiler.zero_vn
+        where = self._plain[name] = (reg.offset, reg.size, zero is None or reg != zero)
+        return where
 
     def reg_read_many(self, names: Sequence[str]) -> list[int]:
         """Read several registers."""
@@ -148,15 +205,14 @@ class PcodeCpu:
 
     def save_context(self) -> object:
         """Snapshot every register (the whole SLEIGH register space) and the reservation."""
-        chunks = {c: bytes(b) for c, b in self.state.regs.chunks.items()}
-        return (chunks, dict(self._packed_rest), self.reservation)
+        return (self.state.regs.snapshot(), dict(self._packed_rest), self.reservation)
 
     def restore_context(self, ctx: object) -> None:
         """Restore a snapshot taken by :meth:`save_context`."""
         assert isinstance(ctx, tuple) and len(ctx) == 3
         chunks, rest, self.reservation = ctx
         self._packed_rest = dict(rest)
-        self.state.regs.chunks = {c: bytearray(b) for c, b in chunks.items()}
+        self.state.regs.load(chunks)
 
     def _lookup(self, name: str) -> Vn:
         reg = self.regmap.get(name)
@@ -183,6 +239,54 @@ class PcodeCpu:
             insn = self._replaced(pc, override(self, int.from_bytes(code[:4], "little")))
             if insn is not None:
                 return self._remember(insn)
+        shared = self._shared(pc, code)
+        if shared.generated or self.warm_up <= 0:
+            return self._remember(shared.bind(self.state))
+        insn = shared.generic(self.state)
+        insn.run = self._warming(shared, insn, insn.run)
+        return self._remember(insn)
+
+    def _warming(self, shared: Translation, insn: CompiledInsn, generic: InsnFn) -> InsnFn:
+        """Return ``generic`` counting executions: the ``warm_up``-th one first replaces the
+        instruction's ``run`` with its fast path (or plain ``generic`` when it has none)."""
+        left = self.warm_up
+
+        def run(st: State) -> int:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                self._heat(shared, insn, generic)
+            return generic(st)
+
+        return run
+
+    def _heat(self, shared: Translation, insn: CompiledInsn, generic: InsnFn) -> None:
+        fast = shared.fast_code()
+        insn.run, insn.fast = (generic, False) if fast is None else (fast.bind(self.state), True)
+        if self._cache.get(insn.pc) is insn and insn.pc in self._runs:
+            self._runs[insn.pc] = insn.run
+
+    def _shared(self, pc: int, code: bytes) -> Translation:
+        """The translation of the instruction in ``code`` at ``pc`` from the shared cache,
+        made and remembered there when missing."""
+        key = (self.isa, self._fast, pc)
+        known = _TRANSLATIONS.get(key)
+        if known is not None:
+            for t in known:
+                if code.startswith(t.code):
+                    return t
+        made = self._compile(pc, code)
+        if known is None:
+            if len(_TRANSLATIONS) >= _MAX_TRANSLATIONS:
+                _TRANSLATIONS.clear()
+            known = _TRANSLATIONS[key] = []
+        known.insert(0, made)
+        del known[_PER_ADDRESS:]
+        return made
+
+    def _compile(self, pc: int, code: bytes) -> Translation:
+        """Translate and compile the instruction in ``code`` at ``pc`` (raises
+        :class:`Trap` when SLEIGH cannot decode it)."""
         try:
             tx = self.ctx.translate(code, base_address=pc, max_instructions=1)
             dx = self.ctx.disassemble(code, base_address=pc, max_instructions=1)
@@ -192,10 +296,7 @@ class PcodeCpu:
                 f"undecodable instruction at {pc:#x} (bytes {code.hex()}): {why}")) from e
         first = dx.instructions[0]
         mnemonic = f"{first.mnem} {first.body}".strip()
-        length = int(first.length)
-        ops = self._compiler.compile(pc, mnemonic, tx.ops)
-        reads_pc = any(vn(v) == self._compiler.pc_vn for op in tx.ops for v in op.inputs)
-        return self._remember(CompiledInsn(pc, length, mnemonic, ops, reads_pc))
+        return self._compiler.translation(pc, code[: int(first.length)], mnemonic, tx)
 
     @staticmethod
     def _replaced(pc: int, replacement: Replacement | None) -> CompiledInsn | None:
@@ -203,13 +304,13 @@ class PcodeCpu:
         if replacement is None:
             return None
         mnemonic, effect = replacement
+        nxt = (pc + 4) & bits.mask(64)
 
-        def op(st: State) -> int:
+        def run(st: State) -> int:
             effect()
-            st.next_pc = (pc + 4) & bits.mask(64)
-            return EXIT
+            return nxt
 
-        return CompiledInsn(pc, 4, mnemonic, [op], False)
+        return CompiledInsn(pc, 4, mnemonic, run)
 
     def _remember(self, insn: CompiledInsn) -> CompiledInsn:
         self._cache[insn.pc] = insn
@@ -225,40 +326,37 @@ class PcodeCpu:
         unicorn; one that cannot be fetched or decoded does not."""
         steps = 0
         st = self.state
-        pc_vn = self._compiler.pc_vn
+        if self._runs_epoch != self.mem.epoch:  # the page map cannot change during a run
+            self._runs.clear()
+            self._runs_epoch = self.mem.epoch
+        runs = self._runs.get
+        watch = self.watch
         try:
             while True:
                 if pc in stop_at:
                     return self._stop(StopKind.STOP_AT, pc, steps)
                 if steps >= max_steps:
                     return self._stop(StopKind.STEP_LIMIT, pc, steps)
-                insn = self._cache.get(pc)
-                if insn is None or not self.mem.executable(pc, insn.length):
-                    insn = self._translate(pc)
+                run = runs(pc)
+                if run is None:
+                    run = self._fetch(pc)
                 steps += 1
-                if pc in self.watch:
+                if watch and pc in watch:
                     self.exec_counts[pc] += 1
-                if insn.reads_pc:
-                    st.set(pc_vn, pc)
-                pc = self._execute(insn, st)
+                pc = run(st)
         except Trap as t:
             self.reservation = None
             return self._stop(t.kind, pc, steps, t.code, t.detail, t.fault_addr)
 
-    @staticmethod
-    def _execute(insn: CompiledInsn, st: State) -> int:
-        """Run one compiled instruction and return the address of the next one."""
-        ops = insn.ops
-        n = len(ops)
-        i = 0
-        while 0 <= i < n:
-            i = ops[i](st)
-        if i == EXIT:
-            nxt = st.next_pc
-            if not bits.is_concrete(nxt):
-                raise Trap(StopKind.FAULT, detail=f"symbolic branch target in {insn.mnemonic}")
-            return nxt & 0xFFFF_FFFF_FFFF_FFFF
-        return (insn.pc + insn.length) & 0xFFFF_FFFF_FFFF_FFFF
+    def _fetch(self, pc: int) -> InsnFn:
+        """The ``run`` of the instruction at ``pc``: the cached one if its bytes are still
+        executable, else a new translation's (which raises :class:`Trap` when ``pc``
+        cannot be executed)."""
+        insn = self._cache.get(pc)
+        if insn is None or not self.mem.executable(pc, insn.length):
+            insn = self._translate(pc)
+        self._runs[pc] = insn.run
+        return insn.run
 
     def _stop(self, kind: StopKind, pc: int, steps: int, code: int = 0, detail: str = "",
               fault_addr: int | None = None) -> Stop:

@@ -38,6 +38,9 @@ class Memory:
     def __init__(self) -> None:
         self.data: dict[int, bytearray] = {}
         self.perm: dict[int, int] = {}
+        self.epoch = 0
+        """Counts the changes of the page map (:meth:`map`, :meth:`protect`): code found
+        executable at one epoch stays executable until the epoch changes."""
 
     def map(self, addr: int, size: int, perms: Perms) -> None:
         """Map zeroed pages; the range must be page-aligned and not yet mapped."""
@@ -50,6 +53,7 @@ class Memory:
         for p in pages:
             self.data[p] = bytearray(PAGE_SIZE)
             self.perm[p] = bits_
+        self.epoch += 1
 
     def protect(self, addr: int, size: int, perms: Perms) -> None:
         """Set the permissions of mapped pages."""
@@ -60,6 +64,7 @@ class Memory:
                 raise ValueError(f"protect: page {p << PAGE_SHIFT:#x} is not mapped")
         for p in pages:
             self.perm[p] = bits_
+        self.epoch += 1
 
     def _span(self, addr: int, n: int) -> list[tuple[bytearray, int, int]]:
         """Split ``n`` bytes at ``addr`` into (page, start, end) pieces, host view."""

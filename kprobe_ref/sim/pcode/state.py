@@ -76,7 +76,10 @@ class RegisterFile:
     def __init__(self) -> None:
         self.chunks: dict[int, bytearray] = {}
 
-    def _chunk(self, c: int) -> bytearray:
+    def chunk(self, c: int) -> bytearray:
+        """Return chunk ``c`` (bytes ``c * 4096`` on), created zeroed on first use.  A
+        chunk is never replaced once created (:meth:`load` copies into it), so compiled
+        code may hold on to it."""
         chunk = self.chunks.get(c)
         if chunk is None:
             chunk = self.chunks[c] = bytearray(PAGE_SIZE)
@@ -88,18 +91,31 @@ class RegisterFile:
         if lo + size <= PAGE_SIZE:
             chunk = self.chunks.get(off >> PAGE_SHIFT)
             return 0 if chunk is None else int.from_bytes(chunk[lo : lo + size], "little")
-        raw = bytes(self._chunk((off + i) >> PAGE_SHIFT)[(off + i) & 0xFFF] for i in range(size))
+        raw = bytes(self.chunk((off + i) >> PAGE_SHIFT)[(off + i) & 0xFFF] for i in range(size))
         return int.from_bytes(raw, "little")
+
+    def snapshot(self) -> dict[int, bytes]:
+        """Return a copy of every chunk."""
+        return {c: bytes(b) for c, b in self.chunks.items()}
+
+    def load(self, snapshot: dict[int, bytes]) -> None:
+        """Make the register space equal to ``snapshot`` (from :meth:`snapshot`): chunks
+        are overwritten in place; chunks the snapshot lacks read as zeros, as before they
+        were created."""
+        for c, chunk in self.chunks.items():
+            chunk[:] = snapshot.get(c, bytes(PAGE_SIZE))
+        for c, raw in snapshot.items():
+            self.chunk(c)[:] = raw
 
     def write(self, off: int, size: int, value: int) -> None:
         """Store the low ``size`` bytes of ``value`` at ``off``."""
         raw = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         lo = off & (PAGE_SIZE - 1)
         if lo + size <= PAGE_SIZE:
-            self._chunk(off >> PAGE_SHIFT)[lo : lo + size] = raw
+            self.chunk(off >> PAGE_SHIFT)[lo : lo + size] = raw
             return
         for i, b in enumerate(raw):
-            self._chunk((off + i) >> PAGE_SHIFT)[(off + i) & 0xFFF] = b
+            self.chunk((off + i) >> PAGE_SHIFT)[(off + i) & 0xFFF] = b
 
 
 class IntegerState:

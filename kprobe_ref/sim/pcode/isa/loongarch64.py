@@ -19,7 +19,7 @@ from kprobe_ref.sim.pcode.isa.base import (
 )
 from kprobe_ref.sim.pcode.ops import DIVIDE, CallOther, zero_divisor
 from kprobe_ref.sim.pcode.overrides import loongarch64 as overrides
-from kprobe_ref.sim.pcode.state import Space, Vn
+from kprobe_ref.sim.pcode.state import IntegerState, Space, Vn
 from kprobe_ref.sim.pcode.trap import Trap
 
 __all__ = ["RECORD"]
@@ -63,15 +63,29 @@ class _View:
 
     def __init__(self, cpu: CpuAccess) -> None:
         self._cpu = cpu
+        self._state = cpu.state
+        self._gr = [cpu.regmap["r1"], *(cpu.regmap[f"r{n}"] for n in range(1, 32))]
+        """Varnode of general register ``n`` at index ``n`` (index 0 is never used)."""
+        regs = cpu.state.regs if isinstance(cpu.state, IntegerState) else None
+        self._regs = regs
+        """The register file of an integer state, read and written directly."""
 
     def gr(self, n: int) -> BV:
         """Return general register ``n`` (r0 reads 0)."""
-        return 0 if n == 0 else self._cpu.state.get(self._cpu.regmap[f"r{n}"])
+        if n == 0:
+            return 0
+        if self._regs is not None:
+            return self._regs.read(self._gr[n].offset, 8)
+        return self._state.get(self._gr[n])
 
     def set_gr(self, n: int, value: BV) -> None:
         """Write general register ``n`` (writes to r0 are dropped)."""
-        if n:
-            self._cpu.state.set(self._cpu.regmap[f"r{n}"], bits.wrap(value))
+        if not n:
+            return
+        if self._regs is not None:
+            self._regs.write(self._gr[n].offset, 8, bits.concrete(value, "a register value"))
+        else:
+            self._state.set(self._gr[n], bits.wrap(value))
 
     def fcc(self, n: int) -> BV:
         """Condition flag ``fcc<n>``."""
