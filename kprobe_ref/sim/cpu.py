@@ -66,6 +66,10 @@ class Cpu(Protocol):
     """Addresses whose executions are counted in ``exec_counts`` (before the instruction
     runs; an instruction replaced by a breakpoint is counted when the breakpoint runs)."""
     exec_counts: Counter[int]
+    counting: bool
+    """Whether ``Stop.steps`` and the step limit are exact (the default).  A backend may
+    run faster with it off: the step limit then bounds each run alone and ``steps`` may
+    count a run that ends at a trap as one instruction."""
 
     def map(self, addr: int, size: int, perms: Perms) -> None:
         """Map ``size`` bytes (page multiples) of zeroed memory at ``addr``."""

@@ -130,7 +130,18 @@ class UnicornCpu:
         """Pages ever mapped executable: a host write there discards cached translations."""
         self._hook_error: BaseException | None = None
         self._callbacks: list[Any] = []
-        self._raw_hook(unicorn.UC_HOOK_CODE, HOOK_CODE_CFUNC(self._code_hook))
+        self.counting = True
+        """Count every instruction (exact ``steps`` and step limit, through a hook before
+        each instruction).  Off, the CPU runs natively between the addresses it must stop
+        at (ranged hooks on ``stop_at`` only; a run with ``watch`` addresses counts): the
+        step limit is unicorn's instruction count for each run, ``Stop.steps`` is 1 for a
+        run that ends at a trap or fault, and the machine's instruction total is not
+        kept."""
+        self._code_cb = HOOK_CODE_CFUNC(self._code_hook)
+        self._point_cb = HOOK_CODE_CFUNC(self._point_hook)
+        self._global: int | None = self._raw_hook(unicorn.UC_HOOK_CODE, self._code_cb)
+        self._points: set[int] = set()
+        """Addresses with a ranged code hook (for runs that do not count)."""
         self._raw_hook(unicorn.UC_HOOK_INTR, HOOK_INTR_CFUNC(self._intr_hook))
         self.uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_mem_invalid)
 
@@ -230,16 +241,44 @@ class UnicornCpu:
         self.uc.context_restore(ctx)
 
     # -- hooks -----------------------------------------------------------------------------------
-    def _raw_hook(self, kind: int, callback: Any) -> None:
-        """Register a ctypes callback with unicorn directly.  The code hook runs before
+    def _raw_hook(self, kind: int, callback: Any, begin: int = 1, end: int = 0) -> int:
+        """Register a ctypes callback with unicorn directly (for ``[begin, end]``; every
+        address when ``begin > end``) and return its handle.  The code hook runs before
         every instruction, so it skips the binding's two Python wrapper layers; its errors
         are caught here (a ctypes callback cannot raise) and re-raised by :meth:`run`."""
         handle = uc_hook_h()
         status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, callback, None,
-                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+                                   ctypes.c_uint64(begin), ctypes.c_uint64(end))
         if status != unicorn.UC_ERR_OK:
             raise unicorn.UcError(status)
-        self._callbacks.append(callback)  # unicorn keeps only the pointer
+        if callback not in self._callbacks:
+            self._callbacks.append(callback)  # unicorn keeps only the pointer
+        return int(handle.value)
+
+    def _set_counting(self, exact: bool) -> None:
+        """Install or remove the every-instruction hook (a run with watched addresses
+        counts exactly whatever :attr:`counting` says: a hook on each of them would cost
+        more than the one hook)."""
+        if exact and self._global is None:
+            self._global = self._raw_hook(unicorn.UC_HOOK_CODE, self._code_cb)
+        elif not exact and self._global is not None:
+            status = uclib.uc_hook_del(self._uch, uc_hook_h(self._global))
+            if status != unicorn.UC_ERR_OK:
+                raise unicorn.UcError(status)
+            self._global = None
+
+    def _point_hook(self, _uc: object, address: int, size: int, _data: object) -> None:
+        """A ranged hook on one address of ``stop_at`` (runs that do not count; a counting
+        run's hook before every instruction does this itself)."""
+        try:
+            if self._global is not None:
+                return
+            if self._stop is not None:
+                uclib.uc_emu_stop(self._uch)
+            elif address in self._stop_at:
+                self._halt(StopKind.STOP_AT, address)
+        except BaseException as exc:
+            self._hook_failed(exc)
 
     def _code_hook(self, _uc: object, address: int, size: int, _data: object) -> None:
         try:
@@ -301,12 +340,23 @@ class UnicornCpu:
     def run(self, pc: int, stop_at: frozenset[int], max_steps: int) -> Stop:
         self._stop, self._stop_at, self._max, self._steps = None, stop_at, max_steps, 0
         self._fault_addr = self._hook_error = self.uc._hook_exception = None
-        status = uclib.uc_emu_start(self._uch, pc, _NEVER, 0, 0)
+        exact = self.counting or bool(self.watch)
+        if exact == (self._global is None):
+            self._set_counting(exact)
+        count = 0
+        if not exact:
+            for addr in stop_at - self._points:
+                self._raw_hook(unicorn.UC_HOOK_CODE, self._point_cb, addr, addr)
+                self._points.add(addr)
+            count, self._steps = max(max_steps, 1), 1
+        status = uclib.uc_emu_start(self._uch, pc, _NEVER, 0, count)
         failed = self._hook_error or self.uc._hook_exception
         if failed is not None:
             raise failed
         if status != unicorn.UC_ERR_OK:
             return self._error_stop(status)
+        if self._stop is None and count:  # unicorn's instruction count ran out
+            return Stop(StopKind.STEP_LIMIT, self.reg_read(self._pc_name), count)
         if self._stop is None:
             here = self.reg_read(self._pc_name)
             return Stop(StopKind.FAULT, here, self._steps, detail="emulation ended")

@@ -183,6 +183,7 @@ class Runner:
 
     def __init__(self, isa: str, image: Path | str, cpu: str | None = None) -> None:
         self.m = Machine(isa, cpu)
+        self.m.cpu.counting = False  # a verified run needs results, not instruction counts
         self.image = self.m.load_elf(image)
         self.buffers = [self.m.alloc(page_up(MIN_BUFFER * 16)) for _ in range(BUFFER_SLOTS)]
         self.buffer_size = page_up(MIN_BUFFER * 16)

@@ -99,6 +99,8 @@ class PcodeCpu:
         self._plain: dict[str, tuple[int, int, bool]] = {}
         """Registers looked up so far (see :meth:`_place`)."""
         self.watch: set[int] = set()
+        self.counting = True
+        """Always exact here: the interpreter counts every instruction it runs anyway."""
         """Addresses whose executions are counted in ``exec_counts``."""
         self.exec_counts: Counter[int] = Counter()
 
