@@ -189,6 +189,8 @@ class Runner:
         self.buffer_size = page_up(MIN_BUFFER * 16)
         self._writable = [(s.vaddr, s.data + bytes(s.memsz - len(s.data)))
                           for s in self.image.segments if "w" in s.perms]
+        self._dirty = set(range(len(self._writable)))
+        """Writable segments that may differ from the image (rewritten before a run)."""
         self.initial_regs = self.m.regs()
         """The registers every run starts from (the CPU's reset values)."""
 
@@ -199,8 +201,10 @@ class Runner:
         return list(instruction_starts(self.m.isa, start, code)[0])
 
     def _reset(self, case: Case) -> list[int]:
-        for vaddr, initial in self._writable:
+        for i in sorted(self._dirty):
+            vaddr, initial = self._writable[i]
             self.m.write(vaddr, initial)
+        self._dirty = set(range(len(self._writable)))  # until the run's end reads them
         self.m.set_regs(self.initial_regs)
         ints, slot = [], 0
         for arg in case.args:
@@ -217,6 +221,9 @@ class Runner:
         nbuf = sum(isinstance(a, Buffer) for a in case.args)
         bufs = [self.m.read(self.buffers[i], self.buffer_size) for i in range(nbuf)]
         segs = [self.m.read(vaddr, len(initial)) for vaddr, initial in self._writable]
+        self._dirty = {i for i, (seg, (_, initial)) in enumerate(zip(segs, self._writable,
+                                                                     strict=True))
+                       if seg != initial}
         return (*bufs, *segs)
 
     def run(self, name: str, case: Case, max_steps: int = RUN_STEPS) -> Outcome:
