@@ -127,7 +127,7 @@ def test_literal_load_in_uprobe_reads_the_process_memory() -> None:
     )
     assert m.call_user(pid, start, 0) == expected
     assert hits == [0x1111]
-    assert proc.space.read(ldr_x, 4) == enc.BRK_UPROBE
+    assert proc.space.read(ldr_x, 4) == enc.BREAK_UPROBE
 
 
 EXCLUSIVE_LOOP = (
@@ -279,7 +279,7 @@ def test_uprobe_and_uretprobe_in_a_spawned_process() -> None:
     assert [m.call_user(pid, f, a) for a in (0, 1)] == expected
     assert hits == [f + 20, f + 20]
     assert rets == expected
-    assert proc.space.read(f, 4) == enc.BRK_UPROBE
+    assert proc.space.read(f, 4) == enc.BREAK_UPROBE
 
 
 def test_brk_traps_and_fp_on_unicorn() -> None:

@@ -15,7 +15,7 @@ from unicorn import arm64_const as a64
 from kprobe_ref.arch.aarch64 import OPS
 from kprobe_ref.arch.aarch64 import encoding as enc
 from kprobe_ref.arch.aarch64.decode import decode
-from kprobe_ref.arch.aarch64.regs import A64PtRegs
+from kprobe_ref.arch.aarch64.regs import Aarch64PtRegs
 from kprobe_ref.arch.aarch64.rethook import rethook_prepare, rethook_return, return_frame
 from kprobe_ref.arch.aarch64.simulate import condition, simulate
 from kprobe_ref.arch.base import Verdict
@@ -308,7 +308,7 @@ def test_slot_is_insn_then_brk6() -> None:
 
 
 def test_rethook_hijacks_x30_and_restores_it() -> None:
-    regs = A64PtRegs(x30=0x1234, sp=0x8000, pc=ADDR)
+    regs = Aarch64PtRegs(x30=0x1234, sp=0x8000, pc=ADDR)
     s = FakeState(ADDR, {"x30": 0x1234, "sp": 0x8000})
     assert rethook_prepare(s, 0x9000) == (0x1234, 0x8000)
     assert s.regs["x30"] == 0x9000
@@ -319,7 +319,7 @@ def test_rethook_hijacks_x30_and_restores_it() -> None:
 
 
 def test_ptregs_names() -> None:
-    regs = A64PtRegs(x0=1, x1=2, fp=3, sp=4, pc=5, pstate=0x6000_0000)
+    regs = Aarch64PtRegs(x0=1, x1=2, fp=3, sp=4, pc=5, pstate=0x6000_0000)
     assert (regs.first_ret_value(), regs.second_ret_value(), regs.get("x29")) == (1, 2, 3)
     assert (regs.sp, regs.pc, regs.arg(7), list(regs.names())[31:]) == (
         4,

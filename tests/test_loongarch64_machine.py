@@ -20,7 +20,7 @@ from kprobe_ref import (
     unregister_kretprobe,
 )
 from kprobe_ref.arch.loongarch64 import encoding as E
-from kprobe_ref.arch.loongarch64.regs import CPU_REGS, LoongArchPtRegs
+from kprobe_ref.arch.loongarch64.regs import CPU_REGS, LoongArch64PtRegs
 from kprobe_ref.sim import Machine
 from kprobe_ref.tools.verify import bundled_image, bundled_specs
 
@@ -30,7 +30,7 @@ M64 = (1 << 64) - 1
 
 
 def test_pt_regs_layout_aliases_and_zero() -> None:
-    r = LoongArchPtRegs()
+    r = LoongArch64PtRegs()
     assert r.FIELDS == ("orig_a0", "csr_era", "csr_badvaddr", "csr_crmd", "csr_prmd",
                         "csr_euen", "csr_ecfg", "csr_estat")
     assert len(r.regs) == 32 and r.ZERO == "r0" and r.PC == "csr_era"

@@ -67,3 +67,21 @@ def test_every_rejected_class_in_the_docs_has_a_reason_code() -> None:
     for isa in ARCHES:
         rows = importlib.import_module(f"kprobe_ref.arch.{isa}.decode").doc_rows()
         assert all(r[3] in REASONS for r in rows), isa
+
+
+CLASS_STEM = {"x86_64": "X86_64", "aarch64": "Aarch64", "riscv64": "Riscv64",
+              "loongarch64": "LoongArch64"}
+
+
+@pytest.mark.parametrize("isa", sorted(ARCHES))
+def test_every_isa_package_names_its_roles_alike(isa: str) -> None:
+    ops = importlib.import_module(f"kprobe_ref.arch.{isa}")
+    encoding = importlib.import_module(f"kprobe_ref.arch.{isa}.encoding")
+    slot = importlib.import_module(f"kprobe_ref.arch.{isa}.slot")
+    assert type(ops.OPS).__name__ == f"{CLASS_STEM[isa]}Ops"
+    assert ops.OPS.regs_class.__name__ == f"{CLASS_STEM[isa]}PtRegs"
+    assert ops.OPS.slot_size == slot.SLOT_SIZE
+    assert ops.OPS.breakpoint(ops.OPS.decode(b"\x90" * 16, 0x1000, False), True) in (
+        encoding.BREAK_UPROBE, getattr(encoding, "BREAK_KPROBE_16", None))
+    assert ops.OPS.step_breakpoint(False) == encoding.BREAK_STEP
+    assert encoding.BREAK_KPROBE and encoding.BREAK_UPROBE

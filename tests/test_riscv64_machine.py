@@ -25,7 +25,7 @@ from kprobe_ref import (
     unregister_kretprobe,
 )
 from kprobe_ref.arch.riscv64 import encoding as E
-from kprobe_ref.arch.riscv64.regs import RiscvPtRegs
+from kprobe_ref.arch.riscv64.regs import Riscv64PtRegs
 from kprobe_ref.sim import Machine
 from kprobe_ref.sim.cpu import StopKind
 from kprobe_ref.sim.unicorn_cpu import UnicornCpu
@@ -56,10 +56,10 @@ def boundaries(m: Machine, addr: int, size: int) -> list[int]:
 
 
 def test_pt_regs_order_aliases_and_zero() -> None:
-    r = RiscvPtRegs()
+    r = Riscv64PtRegs()
     assert r.FIELDS[:3] == ("epc", "ra", "sp") and r.FIELDS[-4:] == (
         "status", "badaddr", "cause", "orig_a0")
-    assert r.FIELDS[1:32] == tuple(RiscvPtRegs.ALIASES[f"x{i}"] for i in range(1, 32))
+    assert r.FIELDS[1:32] == tuple(Riscv64PtRegs.ALIASES[f"x{i}"] for i in range(1, 32))
     r.set("x2", 0x1000)
     r.set("x8", 5)
     r.pc = 0x42

@@ -26,14 +26,14 @@ from kprobe_ref.arch.base import (
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["AARCH64", "OPS"]
+__all__ = ["OPS", "Aarch64Ops"]
 
 
-class AARCH64:
+class Aarch64Ops:
     """The aarch64 implementation of :class:`kprobe_ref.arch.ArchOps`."""
 
     name = "aarch64"
-    regs_class: type[PtRegs] = regs.A64PtRegs
+    regs_class: type[PtRegs] = regs.Aarch64PtRegs
     insn_align = 4
     max_insn_len = 4
     slot_size = slot.SLOT_SIZE
@@ -51,10 +51,10 @@ class AARCH64:
         return 4 if len(code) >= 4 else 0
 
     def breakpoint(self, decoded: Decoded, user: bool) -> bytes:
-        return encoding.BRK_UPROBE if user else encoding.BRK_KPROBE
+        return encoding.BREAK_UPROBE if user else encoding.BREAK_KPROBE
 
     def step_breakpoint(self, user: bool) -> bytes:
-        return encoding.BRK_STEP
+        return encoding.BREAK_STEP
 
     def trap_address(self, regs: PtRegs) -> int:
         return regs.pc
@@ -98,4 +98,4 @@ class AARCH64:
         return rethook.return_frame(regs)
 
 
-OPS = AARCH64()
+OPS = Aarch64Ops()

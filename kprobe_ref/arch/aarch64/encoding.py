@@ -18,9 +18,9 @@ import capstone
 from kprobe_ref.arch import base
 
 __all__ = [
-    "BRK_KPROBE",
-    "BRK_STEP",
-    "BRK_UPROBE",
+    "BREAK_KPROBE",
+    "BREAK_STEP",
+    "BREAK_UPROBE",
     "FIELD_NAMES",
     "NOP",
     "compile_pattern",
@@ -122,11 +122,11 @@ def encode_brk(imm16: int) -> int:
     return 0xD420_0000 | (imm16 & 0xFFFF) << 5
 
 
-BRK_KPROBE = to_bytes(encode_brk(4))
+BREAK_KPROBE = to_bytes(encode_brk(4))
 """Linux ``KPROBES_BRK_IMM``: the breakpoint written over a kprobed instruction."""
-BRK_UPROBE = to_bytes(encode_brk(5))
+BREAK_UPROBE = to_bytes(encode_brk(5))
 """Linux ``UPROBES_BRK_IMM``: the breakpoint written over a uprobed instruction."""
-BRK_STEP = to_bytes(encode_brk(6))
+BREAK_STEP = to_bytes(encode_brk(6))
 """Linux ``KPROBES_BRK_SS_IMM``: ends an out-of-line step; also the return trampoline."""
 
 

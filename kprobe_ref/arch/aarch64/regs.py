@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["ARG_REGS", "CPU_REGS", "RETURN_REGS", "ZERO_REG", "A64PtRegs", "xreg"]
+__all__ = ["ARG_REGS", "CPU_REGS", "RETURN_REGS", "ZERO_REG", "Aarch64PtRegs", "xreg"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -30,7 +30,7 @@ def xreg(n: int) -> str:
     return ZERO_REG if n == 31 else f"x{n}"
 
 
-class A64PtRegs(PtRegs):
+class Aarch64PtRegs(PtRegs):
     """The aarch64 trap frame."""
 
     ISA = "aarch64"

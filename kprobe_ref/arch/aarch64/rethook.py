@@ -12,14 +12,14 @@ leaves X30 holding the address it returned to.
 
 from __future__ import annotations
 
-from kprobe_ref.arch.aarch64.encoding import BRK_STEP
+from kprobe_ref.arch.aarch64.encoding import BREAK_STEP
 from kprobe_ref.arch.base import SimState
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = ["TRAMPOLINE", "rethook_prepare", "rethook_return", "return_frame"]
 
-TRAMPOLINE = BRK_STEP
+TRAMPOLINE = BREAK_STEP
 """The trampoline's code: it traps at its first word."""
 
 

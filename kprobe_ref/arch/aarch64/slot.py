@@ -17,7 +17,7 @@ PC, and a fault in the variant is attributed to its probe by the slot address.
 from __future__ import annotations
 
 from kprobe_ref import bits
-from kprobe_ref.arch.aarch64.encoding import BRK_STEP
+from kprobe_ref.arch.aarch64.encoding import BREAK_STEP
 from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
 from kprobe_ref.bits import BV, Cond
 
@@ -38,7 +38,7 @@ def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:
     """Build the slot ``[insn, BRK #6]`` for a stepped word; execution resumes at
     ``probe address + 4``."""
     assert d.verdict is Verdict.STEP_OUT_OF_LINE
-    return SlotPlan(d.raw + BRK_STEP, 4, 4, "copy")
+    return SlotPlan(d.raw + BREAK_STEP, 4, 4, "copy")
 
 
 def jump_reaches(at: BV, target: BV) -> Cond:

@@ -27,14 +27,14 @@ from kprobe_ref.arch.loongarch64 import encoding, optimize, regs, rethook, simul
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["OPS", "LoongArch64"]
+__all__ = ["OPS", "LoongArch64Ops"]
 
 
-class LoongArch64:
+class LoongArch64Ops:
     """The loongarch64 implementation of :class:`kprobe_ref.arch.ArchOps`."""
 
     name = "loongarch64"
-    regs_class: type[PtRegs] = regs.LoongArchPtRegs
+    regs_class: type[PtRegs] = regs.LoongArch64PtRegs
     insn_align = 4
     max_insn_len = 4
     slot_size = slot.SLOT_SIZE
@@ -99,4 +99,4 @@ class LoongArch64:
         return rethook.return_frame(regs)
 
 
-OPS = LoongArch64()
+OPS = LoongArch64Ops()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from kprobe_ref.bits import concrete, extract
 
 __all__ = [
-    "BREAK_KPROBE", "BREAK_KPROBE_STEP", "BREAK_UPROBE", "BREAK_UPROBE_STEP",
+    "BREAK_KPROBE", "BREAK_STEP", "BREAK_UPROBE", "BREAK_UPROBE_STEP",
     "I16_WIDTH", "I21_WIDTH", "I26_WIDTH", "NOP", "PCADDI_WIDTH", "PCADDU12I_WIDTH",
     "PCADDU18I_WIDTH",
     "cj", "encode_2ri12", "encode_3r", "encode_am", "encode_b", "encode_bceqz",
@@ -53,7 +53,7 @@ def encode_break(code: int) -> bytes:
 
 BREAK_KPROBE = encode_break(10)
 """``break 10`` (Linux ``BRK_KPROBE_BP``): written over a kprobed word."""
-BREAK_KPROBE_STEP = encode_break(11)
+BREAK_STEP = encode_break(11)
 """``break 11`` (``BRK_KPROBE_SSTEPBP``): ends a kernel step; the kernel trampoline."""
 BREAK_UPROBE = encode_break(12)
 """``break 12`` (``BRK_UPROBE_BP``): written over a uprobed word."""

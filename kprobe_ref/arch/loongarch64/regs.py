@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["ABI_NAMES", "ARG_REGS", "CPU_REGS", "RETURN_REGS", "LoongArchPtRegs", "gr"]
+__all__ = ["ABI_NAMES", "ARG_REGS", "CPU_REGS", "RETURN_REGS", "LoongArch64PtRegs", "gr"]
 
 ABI_NAMES: tuple[str, ...] = (
     "zero", "ra", "tp", "sp", "a0", "a1", "a2", "a3",
@@ -35,7 +35,7 @@ def gr(n: int) -> str:
     return f"r{n}"
 
 
-class LoongArchPtRegs(PtRegs):
+class LoongArch64PtRegs(PtRegs):
     """The loongarch64 trap frame."""
 
     ISA = "loongarch64"

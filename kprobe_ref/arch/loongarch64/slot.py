@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from kprobe_ref import bits
 from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
-from kprobe_ref.arch.loongarch64.encoding import BREAK_KPROBE_STEP, BREAK_UPROBE_STEP
+from kprobe_ref.arch.loongarch64.encoding import BREAK_STEP, BREAK_UPROBE_STEP
 from kprobe_ref.bits import BV, Cond
 
 __all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
@@ -35,7 +35,7 @@ SLOT_SIZE = 16
 
 def step_break(user: bool) -> bytes:
     """The end-of-step breakpoint: ``break 13`` in a process, ``break 11`` in the kernel."""
-    return BREAK_UPROBE_STEP if user else BREAK_KPROBE_STEP
+    return BREAK_UPROBE_STEP if user else BREAK_STEP
 
 
 def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:

@@ -26,14 +26,14 @@ from kprobe_ref.arch.riscv64 import encoding, optimize, regs, rethook, simulate,
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["OPS", "Riscv64"]
+__all__ = ["OPS", "Riscv64Ops"]
 
 
-class Riscv64:
+class Riscv64Ops:
     """The riscv64 implementation of :class:`kprobe_ref.arch.ArchOps`."""
 
     name = "riscv64"
-    regs_class: type[PtRegs] = regs.RiscvPtRegs
+    regs_class: type[PtRegs] = regs.Riscv64PtRegs
     insn_align = 2
     max_insn_len = 4
     slot_size = slot.SLOT_SIZE
@@ -51,10 +51,12 @@ class Riscv64:
         return encoding.length(code)
 
     def breakpoint(self, decoded: Decoded, user: bool) -> bytes:
-        return encoding.C_EBREAK if decoded.length == 2 else encoding.EBREAK
+        if decoded.length == 2:
+            return encoding.BREAK_KPROBE_16
+        return encoding.BREAK_UPROBE if user else encoding.BREAK_KPROBE
 
     def step_breakpoint(self, user: bool) -> bytes:
-        return encoding.EBREAK
+        return encoding.BREAK_STEP
 
     def trap_address(self, regs: PtRegs) -> int:
         return regs.pc
@@ -98,4 +100,4 @@ class Riscv64:
         return rethook.return_frame(regs)
 
 
-OPS = Riscv64()
+OPS = Riscv64Ops()

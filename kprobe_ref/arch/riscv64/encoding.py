@@ -13,6 +13,7 @@ from __future__ import annotations
 from kprobe_ref.bits import concrete, extract, to_signed
 
 __all__ = [
+    "BREAK_KPROBE", "BREAK_KPROBE_16", "BREAK_STEP", "BREAK_UPROBE",
     "B_WIDTH", "CB_WIDTH", "CI_WIDTH", "CJ_WIDTH", "C_EBREAK", "EBREAK", "I_WIDTH", "J_WIDTH",
     "S_WIDTH", "U_WIDTH",
     "c_imm_b", "c_imm_i", "c_imm_j", "c_rs1", "c_rs1_prime", "c_rs2",
@@ -26,6 +27,11 @@ EBREAK = (0x0010_0073).to_bytes(4, "little")
 """``ebreak``: SYSTEM, funct12 = 1."""
 C_EBREAK = (0x9002).to_bytes(2, "little")
 """``c.ebreak``: quadrant 2, funct4 = 1001, rs1 = rs2 = 0."""
+BREAK_KPROBE = BREAK_UPROBE = BREAK_STEP = EBREAK
+"""The breakpoints by role: a probe over a 32-bit instruction, a uprobe, the end of a step
+(and the trampoline)."""
+BREAK_KPROBE_16 = C_EBREAK
+"""A probe over a 16-bit instruction, which a 4-byte breakpoint would overrun."""
 
 I_WIDTH = S_WIDTH = 12
 B_WIDTH = 13

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["ABI_NAMES", "ARG_REGS", "CPU_REGS", "RETURN_REGS", "RiscvPtRegs", "xreg"]
+__all__ = ["ABI_NAMES", "ARG_REGS", "CPU_REGS", "RETURN_REGS", "Riscv64PtRegs", "xreg"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -35,7 +35,7 @@ def xreg(n: int) -> str:
     return f"x{n}"
 
 
-class RiscvPtRegs(PtRegs):
+class Riscv64PtRegs(PtRegs):
     """The riscv64 trap frame."""
 
     ISA = "riscv64"

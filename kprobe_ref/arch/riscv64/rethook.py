@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from kprobe_ref import bits
 from kprobe_ref.arch.base import SimState
-from kprobe_ref.arch.riscv64.encoding import EBREAK
+from kprobe_ref.arch.riscv64.encoding import BREAK_STEP
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = ["TRAMPOLINE", "rethook_prepare", "rethook_return", "return_frame"]
 
-TRAMPOLINE = EBREAK
+TRAMPOLINE = BREAK_STEP
 """The trampoline's code: it traps at its first instruction."""
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from kprobe_ref import bits
 from kprobe_ref.arch.base import Decoded, SlotPlan, SlotReach, Verdict, copy_and_jump, jump_back
-from kprobe_ref.arch.riscv64.encoding import EBREAK
+from kprobe_ref.arch.riscv64.encoding import BREAK_STEP
 from kprobe_ref.bits import BV, Cond
 
 __all__ = ["BOOST_OFFSET", "BOOST_REACH", "SLOT_SIZE", "build_boosted_slot", "build_slot",
@@ -38,7 +38,7 @@ def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:
     """Build the slot for a stepped instruction placed at ``slot_addr`` (any even
     address)."""
     assert d.verdict is Verdict.STEP_OUT_OF_LINE
-    return SlotPlan(d.raw + EBREAK, d.length, d.length, "copy")
+    return SlotPlan(d.raw + BREAK_STEP, d.length, d.length, "copy")
 
 
 def jump_reaches(at: BV, target: BV) -> Cond:

@@ -23,14 +23,14 @@ from kprobe_ref.arch.x86_64 import encoding, optimize, regs, rethook, simulate, 
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
-__all__ = ["OPS", "X86_64"]
+__all__ = ["OPS", "X86_64Ops"]
 
 
-class X86_64:
+class X86_64Ops:
     """The x86_64 implementation of :class:`kprobe_ref.arch.ArchOps`."""
 
     name = "x86_64"
-    regs_class: type[PtRegs] = regs.X86PtRegs
+    regs_class: type[PtRegs] = regs.X86_64PtRegs
     insn_align = 1
     max_insn_len = 15
     slot_size = slot.SLOT_SIZE
@@ -48,10 +48,10 @@ class X86_64:
         return encoding.length(code, addr)
 
     def breakpoint(self, decoded: Decoded, user: bool) -> bytes:
-        return encoding.INT3
+        return encoding.BREAK_UPROBE if user else encoding.BREAK_KPROBE
 
     def step_breakpoint(self, user: bool) -> bytes:
-        return encoding.INT3
+        return encoding.BREAK_STEP
 
     def trap_address(self, regs: PtRegs) -> int:
         return (regs.pc - 1) & ((1 << 64) - 1)
@@ -95,4 +95,4 @@ class X86_64:
         return rethook.return_frame(regs)
 
 
-OPS = X86_64()
+OPS = X86_64Ops()

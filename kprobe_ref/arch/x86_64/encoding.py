@@ -20,6 +20,9 @@ from kprobe_ref.arch.x86_64.regs import GPR_BY_NUMBER
 __all__ = [
     "BASE_NONE",
     "BASE_RIP",
+    "BREAK_KPROBE",
+    "BREAK_STEP",
+    "BREAK_UPROBE",
     "INT3",
     "LEGACY_PREFIXES",
     "MAP_0F",
@@ -50,6 +53,8 @@ BASE_RIP = 16
 BASE_NONE = 17
 """Memory-operand base or index number meaning absent."""
 INT3 = b"\xcc"
+BREAK_KPROBE = BREAK_UPROBE = BREAK_STEP = INT3
+"""The breakpoints by role: a probe, a uprobe, the end of a step (and the trampoline)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ __all__ = [
     "CPU_REGS",
     "GPR_BY_NUMBER",
     "RETURN_REGS",
-    "X86PtRegs",
+    "X86_64PtRegs",
 ]
 
 GPR_BY_NUMBER: tuple[str, ...] = (
@@ -26,7 +26,7 @@ ARG_REGS: tuple[str, ...] = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 RETURN_REGS: tuple[str, str] = ("rax", "rdx")
 
 
-class X86PtRegs(PtRegs):
+class X86_64PtRegs(PtRegs):
     """The x86_64 trap frame."""
 
     ISA = "x86_64"

@@ -12,13 +12,13 @@ register, the flags and memory are as the function left them.
 from __future__ import annotations
 
 from kprobe_ref.arch.base import SimState
-from kprobe_ref.arch.x86_64.encoding import INT3
+from kprobe_ref.arch.x86_64.encoding import BREAK_STEP
 from kprobe_ref.bits import BV
 from kprobe_ref.ptregs import PtRegs
 
 __all__ = ["TRAMPOLINE", "rethook_prepare", "rethook_return", "return_frame"]
 
-TRAMPOLINE = INT3
+TRAMPOLINE = BREAK_STEP
 """The trampoline's code: it traps at its first byte."""
 
 

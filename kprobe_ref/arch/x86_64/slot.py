@@ -34,7 +34,7 @@ from __future__ import annotations
 from kprobe_ref import bits
 from kprobe_ref.arch.base import Decoded, Reach, SlotPlan, SlotReach, Verdict, jump_back
 from kprobe_ref.arch.x86_64.encoding import (
-    INT3,
+    BREAK_STEP,
     LEGACY_PREFIXES,
     MAP_0F,
     MAP_1BYTE,
@@ -124,11 +124,11 @@ def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:
     """Build the slot for a stepped instruction placed at ``slot_addr``."""
     assert d.verdict is Verdict.STEP_OUT_OF_LINE
     if "disp_offset" not in d.fields:
-        return SlotPlan(d.raw + INT3, d.length, d.length, "copy")
+        return SlotPlan(d.raw + BREAK_STEP, d.length, d.length, "copy")
     off = d.fields["disp_offset"]
     try:
         code = rewrite_displacement(d.raw, off, d.address, slot_addr)
-        return SlotPlan(code + INT3, d.length, d.length, "rip-displacement")
+        return SlotPlan(code + BREAK_STEP, d.length, d.length, "rip-displacement")
     except OverflowError as exc:
         if not user:
             raise OutOfReach(
@@ -138,7 +138,7 @@ def build_slot(d: Decoded, slot_addr: int, user: bool) -> SlotPlan:
                 d.address,
             ) from None
     code, scratch = rewrite_to_scratch(d.raw, off)
-    return SlotPlan(code + INT3, d.length, d.length, "rip-scratch-register", scratch,
+    return SlotPlan(code + BREAK_STEP, d.length, d.length, "rip-scratch-register", scratch,
                     (d.address + d.length) & ((1 << 64) - 1))
 
 
