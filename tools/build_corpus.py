@@ -33,6 +33,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -247,35 +248,40 @@ def manifest() -> dict[str, object]:
     }
 
 
-def check() -> int:
-    """Rebuild into a scratch directory and compare with the committed images."""
+def compare_rebuild(prefix: str, committed: Path, rel_paths: list[str],
+                    build_into: Callable[[Path], None], manifest_path: Path,
+                    current_manifest: Callable[[], dict[str, object]]) -> int:
+    """Rebuild into a scratch directory and compare every image, and the manifest, with
+    the committed ones; print a line each and return 0 when all match, else 1."""
     different: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="kprobe-corpus-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         out_dir = Path(tmp)
-        build(out_dir)
-        for image in images():
-            committed = CORPUS / image.rel_path
-            fresh = out_dir / image.rel_path
-            same = committed.exists() and committed.read_bytes() == fresh.read_bytes()
-            print(f"{image.rel_path}: {'identical' if same else 'DIFFERENT'}")
+        build_into(out_dir)
+        for rel in rel_paths:
+            old, fresh = committed / rel, out_dir / rel
+            same = old.exists() and old.read_bytes() == fresh.read_bytes()
+            print(f"{rel}: {'identical' if same else 'DIFFERENT'}")
             if not same:
-                different.append(image.rel_path)
-    if MANIFEST.exists():
-        recorded = json.loads(MANIFEST.read_text())
-        current = manifest()
-        if recorded != current:
-            print("manifest.json: DIFFERENT from the committed files")
-            different.append("manifest.json")
-        else:
-            print("manifest.json: matches")
-    else:
+                different.append(rel)
+    if not manifest_path.exists():
         print("manifest.json: missing")
         different.append("manifest.json")
+    elif json.loads(manifest_path.read_text()) != current_manifest():
+        print("manifest.json: DIFFERENT from the committed files")
+        different.append("manifest.json")
+    else:
+        print("manifest.json: matches")
     if different:
         print(f"{len(different)} difference(s)")
         return 1
     print("all images byte-identical")
     return 0
+
+
+def check() -> int:
+    """Rebuild into a scratch directory and compare with the committed images."""
+    return compare_rebuild("kprobe-corpus-", CORPUS, [i.rel_path for i in images()], build,
+                           MANIFEST, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,15 +31,15 @@ byte for byte with the committed images and exits non-zero on a difference.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from build_corpus import compare_rebuild, file_record, zig_version
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "kprobe_ref" / "corpus" / "vmlinux"
@@ -150,13 +150,6 @@ class Image:
         return cmds
 
 
-def zig_version() -> str:
-    """The version that ``zig version`` reports."""
-    out = subprocess.run([sys.executable, "-m", "ziglang", "version"], check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 def c_sources() -> list[str]:
     """The C sources, relative to the images directory, in a stable order."""
     return sorted(f"src/{p.name}" for p in SRC.glob("*.c"))
@@ -196,12 +189,6 @@ def build(out_dir: Path) -> None:
         shutil.rmtree(out_dir / "build", ignore_errors=True)
 
 
-def file_record(path: Path) -> dict[str, object]:
-    """SHA-256 and size of one file."""
-    data = path.read_bytes()
-    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-
-
 def manifest() -> dict[str, object]:
     """The manifest describing the committed images and their inputs."""
     return {
@@ -226,27 +213,8 @@ def manifest() -> dict[str, object]:
 
 def check() -> int:
     """Rebuild into a scratch directory and compare with the committed images."""
-    different: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="kprobe-vmlinux-") as tmp:
-        out_dir = Path(tmp)
-        build(out_dir)
-        for image in images():
-            committed, fresh = IMAGES / image.rel_path, out_dir / image.rel_path
-            same = committed.exists() and committed.read_bytes() == fresh.read_bytes()
-            print(f"{image.rel_path}: {'identical' if same else 'DIFFERENT'}")
-            if not same:
-                different.append(image.rel_path)
-    recorded = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else None
-    if recorded != manifest():
-        print("manifest.json: missing or DIFFERENT from the committed files")
-        different.append("manifest.json")
-    else:
-        print("manifest.json: matches")
-    if different:
-        print(f"{len(different)} difference(s)")
-        return 1
-    print("all images byte-identical")
-    return 0
+    return compare_rebuild("kprobe-vmlinux-", IMAGES, [i.rel_path for i in images()], build,
+                           MANIFEST, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
