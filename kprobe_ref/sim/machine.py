@@ -242,6 +242,15 @@ class Machine:
         self.host_calls = frozenset({addr})
         return addr
 
+    def _lazy_frame(self, cpu: Cpu, pc: int) -> PtRegs:
+        """A frame of ``cpu``'s registers with PC ``pc``, read on first use
+        (:mod:`kprobe_ref.sim.frame`) through the CPU's one batched loader."""
+        loader = self._loaders.get(cpu)
+        if loader is None:
+            layout = self._layout
+            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
+        return trap_frame(self._layout, pc, loader)
+
     def _host_call(self, space: AddressSpace) -> int:
         """The CPU has reached the ftrace trampoline: run it on the CPU's registers and
         return where the CPU continues.  No trap is counted: this is a call."""
@@ -254,7 +263,7 @@ class Machine:
                                    if link is not None else 0)
         if site_sp != sp:
             cpu.reg_write(sp_name, site_sp)
-        regs = trap_frame(layout, ret, lambda: cpu.reg_read_many(layout.cpu_names))
+        regs = self._lazy_frame(cpu, ret)
         self.ftrace_calls += 1
         try:
             ftrace_regs_call(manager, regs)
@@ -420,10 +429,7 @@ class Machine:
         """Hand a breakpoint trap to the engine on a lazily synchronised frame
         (:mod:`kprobe_ref.sim.frame`); return where the CPU resumes."""
         cpu, layout = space.cpu, self._layout
-        loader = self._loaders.get(cpu)
-        if loader is None:
-            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
-        regs = trap_frame(layout, self.arch.trap_pc(stop.pc), loader)
+        regs = self._lazy_frame(cpu, self.arch.trap_pc(stop.pc))
         self.trap_count += 1
         if not self._dispatch_break(space, regs):
             raise GuestFault(stop.pc, f"breakpoint not placed by a probe ({stop.detail})")
@@ -436,10 +442,7 @@ class Machine:
         frame of the CPU's registers, as a trap's, but with no trap; return where the CPU
         resumes."""
         cpu, layout = space.cpu, self._layout
-        loader = self._loaders.get(cpu)
-        if loader is None:
-            loader = self._loaders[cpu] = partial(cpu.reg_read_many, layout.cpu_names)
-        regs = trap_frame(layout, pc, loader)
+        regs = self._lazy_frame(cpu, pc)
         self.optimized_hits += 1
         if not optimized_callback(self._manager(space), regs):
             raise GuestFault(pc, "host-call site with no optimized probe")
