@@ -82,7 +82,6 @@ class AddressSpace:
         self.pid = pid
         self.perms: dict[int, Perms] = {}
         self.functions: list[tuple[int, int, str]] = []
-        self.exec_areas: list[ExecArea] = []
         self._areas: dict[int, ExecArea] = {}
         self._area_bases: list[int] = []
         self._open: dict[int, list[int]] = {}
@@ -214,7 +213,6 @@ class AddressSpace:
         self.map(base, EXEC_AREA_SIZE, "rx")
         self.cpu.mem_write(base, b"\0" * EXEC_AREA_SIZE)
         area = ExecArea(base, EXEC_AREA_SIZE, chunk)
-        self.exec_areas.append(area)
         bisect.insort(self._area_bases, base)
         self._areas[base] = area
         bisect.insort(self._open.setdefault(chunk, []), base)
@@ -269,6 +267,11 @@ class AddressSpace:
                     return down
                 down -= size
         return None
+
+    @property
+    def exec_areas(self) -> list[ExecArea]:
+        """The executable areas (slots, trampolines), in address order."""
+        return [self._areas[b] for b in self._area_bases]
 
     def area_of(self, addr: int) -> ExecArea | None:
         """The executable area holding ``addr``, if any."""
