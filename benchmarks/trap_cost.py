@@ -65,14 +65,7 @@ the least disturbed)."""
 
 def _best(fn: Callable[[], None], calls: int) -> float:
     """Microseconds per call of ``fn``: the fastest of :data:`ROUNDS` rounds."""
-    per = max(calls // ROUNDS, 1)
-    best = float("inf")
-    for _ in range(ROUNDS):
-        t = time.perf_counter()
-        for _ in range(per):
-            fn()
-        best = min(best, (time.perf_counter() - t) / per * 1e6)
-    return best
+    return _best_of_each([fn], calls)[0]
 
 
 def _best_of_each(fns: list[Callable[[], None]], calls: int) -> list[float]:
