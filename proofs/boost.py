@@ -47,11 +47,11 @@ from kprobe_ref.models.x86_64 import MemOperand, X86Insn
 from kprobe_ref.proofs.core import Obligation, Result, prove, timed
 from kprobe_ref.proofs.symstate import initial_state, same_state
 
-__all__ = ["boost_obligations"]
+__all__ = ["SLOT_MODULES", "boost_obligations"]
 
 Reaches = Callable[[BV, BV], Cond]
 
-_SLOTS: dict[str, ModuleType] = {"x86_64": x86_slot, "aarch64": a64_slot, "riscv64": rv_slot,
+SLOT_MODULES: dict[str, ModuleType] = {"x86_64": x86_slot, "aarch64": a64_slot, "riscv64": rv_slot,
                                  "loongarch64": la_slot}
 _BRANCH = {"aarch64": "b", "riscv64": "jal", "loongarch64": "b"}
 """The model class of each fixed-length ISA's jump back."""
@@ -88,7 +88,7 @@ def _jump_lands(isa: str, reaches: Reaches) -> Result:
     target = z3.BitVec("next", 64)
     align = get_arch(isa).insn_align
     word = (x86_slot.jump_rel32_field(s.pc, target) if isa == "x86_64"
-            else _SLOTS[isa].jump_word(s.pc, target))
+            else SLOT_MODULES[isa].jump_word(s.pc, target))
     enc, after = _step_word(isa, s, word)
     hyp = z3.And(_aligned(s.pc, align), _aligned(target, align), reaches(s.pc, target))
     claim = z3.Implies(hyp, z3.And(enc, _unchanged_but_pc(s, after, target)))
@@ -192,7 +192,7 @@ def _check_variant(isa: str, d: Decoded, slot: int, user: bool) -> str | None:
         return None if boosted is None else "a boosted variant where the slot cannot relocate"
     target = (d.address + two.resume_delta) & bits.mask(64)
     if boosted is None:
-        reaches = _SLOTS[isa].jump_reaches(at + two.break_offset, target)
+        reaches = SLOT_MODULES[isa].jump_reaches(at + two.break_offset, target)
         if two.scratch is None and not _refused(isa, d) and (reaches or (user and isa ==
                                                                          "x86_64")):
             return "no boosted variant although nothing refuses one"
@@ -227,7 +227,7 @@ def _same_state(isa: str) -> Result:
 def boost_obligations(isa: str, reaches: Reaches | None = None) -> list[Obligation]:
     """The boost obligations of ``isa``; ``reaches`` replaces the ISA's reach rule (to show
     a wrong one fails)."""
-    rule: Reaches = reaches or _SLOTS[isa].jump_reaches
+    rule: Reaches = reaches or SLOT_MODULES[isa].jump_reaches
     obs = [Obligation(isa, "boost", "jump-lands", timed(lambda: _jump_lands(isa, rule))),
            Obligation(isa, "boost", "jump-reach", timed(lambda: _jump_reach(isa, rule))),
            Obligation(isa, "boost", "same-state", timed(lambda: _same_state(isa)))]

@@ -25,19 +25,15 @@ from collections.abc import Callable
 import z3
 
 from kprobe_ref.arch import get_arch
-from kprobe_ref.arch.aarch64 import slot as a64_slot
 from kprobe_ref.arch.base import Decoded, Reach, SlotReach, Verdict
-from kprobe_ref.arch.loongarch64 import slot as la_slot
-from kprobe_ref.arch.riscv64 import slot as rv_slot
 from kprobe_ref.arch.x86_64 import slot as x86_slot
+from kprobe_ref.proofs.boost import SLOT_MODULES
 from kprobe_ref.proofs.core import Obligation, Result, prove, timed
 
 __all__ = ["reach_obligations"]
 
 ReachRule = Callable[[Decoded, bool], SlotReach]
 
-_SLOTS = {"x86_64": x86_slot, "aarch64": a64_slot, "riscv64": rv_slot,
-          "loongarch64": la_slot}
 _LENGTHS = {"x86_64": range(1, 16), "aarch64": (4,), "riscv64": (2, 4), "loongarch64": (4,)}
 _TOP = 1 << 64
 
@@ -96,7 +92,7 @@ def _only(rs: tuple[Reach, ...], why: str) -> Reach | None:
 
 def _boost_window(isa: str, rule: ReachRule) -> Result:
     addr, s = _addresses()
-    arch, mod = get_arch(isa), _SLOTS[isa]
+    arch, mod = get_arch(isa), SLOT_MODULES[isa]
     claims = []
     for length in _LENGTHS[isa]:
         d = _decoded(isa, addr, length, None)
@@ -142,7 +138,7 @@ def _relocation_window(isa: str, rule: ReachRule) -> Result:
 def reach_obligations(isa: str, rule: ReachRule | None = None) -> list[Obligation]:
     """The reach obligations of ``isa``; ``rule`` replaces the ISA's ``reach`` (to show a
     wrong one fails)."""
-    r: ReachRule = rule or _SLOTS[isa].reach
+    r: ReachRule = rule or SLOT_MODULES[isa].reach
     return [Obligation(isa, "reach", "boost-window", timed(lambda: _boost_window(isa, r))),
             Obligation(isa, "reach", "relocation-window",
                        timed(lambda: _relocation_window(isa, r)))]
