@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kprobe_ref import ProbeBuilder, register_kprobe, unregister_kprobe
-from kprobe_ref.arch import ARCHES, Verdict
+from kprobe_ref.arch import ARCHES, Verdict, instruction_starts
 from kprobe_ref.errors import KprobeError
 from kprobe_ref.sim import Machine
 from kprobe_ref.tools.verify import Case, Runner, bundled_image, bundled_specs
@@ -108,8 +108,7 @@ def kernel_share(path: Path, isa: str, sample: int) -> tuple[int, int, int, int]
 
 
 def instruction_starts_of(m: Machine, isa: str, start: int, size: int) -> list[int]:
-    from kprobe_ref.arch import instruction_starts
-
+    """The instruction starts of the function at ``start`` as the machine's memory holds it."""
     starts, _ = instruction_starts(isa, start, m.read(start, size))
     return list(starts)
 
